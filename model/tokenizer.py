@@ -1,0 +1,179 @@
+"""Integer vocabulary: normalise, split into words, build from a corpus, encode, save/load JSON.
+
+Pipeline for one text: Unicode NFKC -> split into word / punctuation tokens -> lower-case each
+token (optional). CJK ideographs and kana become one token per character, because those
+scripts do not separate words with spaces; every other script (Latin, Cyrillic, Greek, Hangul,
+Arabic, ...) splits on runs of word characters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+VOCAB_FORMAT = "textclf-vocab"
+VOCAB_VERSION = 1
+
+# Han ideographs (incl. extension A and compatibility), hiragana, katakana: one token per char.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of an input text; start/stop are character offsets into the original input."""
+
+    text: str
+    id: int
+    start: int
+    stop: int
+
+    @property
+    def unk(self) -> bool:
+        return self.id == UNK_ID
+
+
+def _clusterwise_nfkc(text: str) -> tuple[str, list[int]]:
+    """NFKC per base character + its combining marks, with a map normalised index -> input index.
+
+    Whole-string NFKC loses the link to input offsets; normalising cluster by cluster keeps it
+    and gives the same result for everything but exotic sequences.
+    """
+    pieces: list[str] = []
+    origin: list[int] = []
+    start = 0
+    for i in range(1, len(text) + 1):
+        if i == len(text) or unicodedata.combining(text[i]) == 0:
+            normal = unicodedata.normalize("NFKC", text[start:i])
+            pieces.append(normal)
+            origin.extend([start] * len(normal))
+            start = i
+    origin.append(len(text))
+    return "".join(pieces), origin
+
+
+def normalize(text: str) -> str:
+    """NFKC, computed the same way as in `split_with_offsets` so both paths agree."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    return _clusterwise_nfkc(text)[0]
+
+
+def split_words(text: str, lowercase: bool = True) -> list[str]:
+    """Normalised word and punctuation tokens of `text`."""
+    words = _TOKEN_RE.findall(normalize(text))
+    return [w.lower() for w in words] if lowercase else words
+
+
+def split_with_offsets(text: str, lowercase: bool = True) -> list[tuple[str, int, int]]:
+    """(token, start, stop) with offsets into the *input* text, before normalisation."""
+    if unicodedata.is_normalized("NFKC", text):
+        normal, origin = text, list(range(len(text) + 1))
+    else:
+        normal, origin = _clusterwise_nfkc(text)
+    spans = []
+    for match in _TOKEN_RE.finditer(normal):
+        word = match.group().lower() if lowercase else match.group()
+        start, stop = origin[match.start()], origin[match.end() - 1]
+        # stop: one past the input char that produced the token's last normalised char
+        stop = next((o for o in origin[match.end() - 1 :] if o > stop), len(text))
+        spans.append((word, start, stop))
+    return spans
+
+
+class Vocabulary:
+    """Word <-> id map. Ids are in descending corpus frequency, ties broken alphabetically."""
+
+    def __init__(self, words: Sequence[str], lowercase: bool = True,
+                 counts: Sequence[int] | None = None) -> None:
+        if list(words[:2]) != [PAD, UNK]:
+            raise ValueError(f"vocabulary must start with {PAD!r}, {UNK!r}")
+        if len(set(words)) != len(words):
+            raise ValueError("vocabulary has duplicate words")
+        self.itos: list[str] = list(words)
+        self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
+        self.lowercase = lowercase
+        self.counts: list[int] = list(counts) if counts is not None else [0] * len(words)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Vocabulary) and self.itos == other.itos
+                and self.lowercase == other.lowercase and self.counts == other.counts)
+
+    @classmethod
+    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None,
+              lowercase: bool = True) -> Vocabulary:
+        """Count words over `texts`; keep those seen `min_freq` times, at most `max_size` ids."""
+        counter: Counter[str] = Counter()
+        for text in texts:
+            counter.update(split_words(text, lowercase))
+        ranked = sorted((item for item in counter.items() if item[1] >= min_freq),
+                        key=lambda item: (-item[1], item[0]))
+        if max_size is not None:
+            ranked = ranked[: max(0, max_size - 2)]
+        return cls([PAD, UNK] + [w for w, _ in ranked], lowercase, [0, 0] + [c for _, c in ranked])
+
+    def lookup(self, word: str) -> int:
+        return self.stoi.get(word, UNK_ID)
+
+    def encode(self, text: str, max_length: int | None = None) -> list[int]:
+        """Ids of the words of `text` (unknown words -> 1), truncated to `max_length`."""
+        stoi = self.stoi
+        ids = [stoi.get(w, UNK_ID) for w in split_words(text, self.lowercase)]
+        return ids[:max_length] if max_length is not None else ids
+
+    def encode_batch(self, texts: Sequence[str],
+                     max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids (B, T) and lengths (B,). An empty text gets length 1 (one <pad>) so that
+        packed LSTM sequences stay valid; its result is that of the all-zero embedding."""
+        encoded = [self.encode(t, max_length) for t in texts]
+        lengths = torch.tensor([max(1, len(ids)) for ids in encoded], dtype=torch.long)
+        ids = torch.zeros(len(encoded), int(lengths.max()) if encoded else 1, dtype=torch.long)
+        for row, seq in enumerate(encoded):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return ids, lengths
+
+    def tokenize(self, text: str) -> list[Token]:
+        """Tokens with ids and character offsets into `text`."""
+        return [Token(w, self.lookup(w), a, b) for w, a, b in split_with_offsets(text, self.lowercase)]
+
+    def one_hot(self, ids: Sequence[int]) -> torch.Tensor:
+        """(T, V) 0/1 matrix; row t has a single 1 at column ids[t]. one_hot(ids) @ W == W[ids]."""
+        return torch.nn.functional.one_hot(torch.as_tensor(list(ids), dtype=torch.long),
+                                           len(self)).float()
+
+    def sparse(self, ids: Sequence[int]) -> torch.Tensor:
+        """The same matrix stored sparsely: only the T (row, column=id) positions of the 1s."""
+        rows = torch.arange(len(ids))
+        index = torch.stack([rows, torch.as_tensor(list(ids), dtype=torch.long)])
+        return torch.sparse_coo_tensor(index, torch.ones(len(ids)), (len(ids), len(self)),
+                                       check_invariants=True)
+
+    def to_json(self) -> dict:
+        return {"format": VOCAB_FORMAT, "version": VOCAB_VERSION, "lowercase": self.lowercase,
+                "normalization": "NFKC", "words": self.itos, "counts": self.counts}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Vocabulary:
+        if data.get("format") != VOCAB_FORMAT or data.get("version") != VOCAB_VERSION:
+            raise ValueError(f"not a {VOCAB_FORMAT} v{VOCAB_VERSION} file "
+                             f"(format={data.get('format')!r}, version={data.get('version')!r})")
+        return cls(data["words"], bool(data["lowercase"]), data.get("counts"))
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
