@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ class Rows:
     line_numbers: list[int] = field(default_factory=list)
 
 
-def add_row(rows: Rows, path: Path, line: int, text: str, label: str, columns: tuple[str, str]) -> None:
+def add_row(
+    rows: Rows, path: Path, line: int, text: str, label: str, columns: tuple[str, str]
+) -> None:
     """Append one row after rejecting empty cells; surrounding whitespace is dropped."""
     text, label = text.strip(), label.strip()
     for value, column in ((text, columns[0]), (label, columns[1])):
@@ -39,6 +42,20 @@ def add_row(rows: Rows, path: Path, line: int, text: str, label: str, columns: t
     rows.texts.append(text)
     rows.labels.append(label)
     rows.line_numbers.append(line)
+
+
+def require_two_classes(path: Path, rows: Rows) -> None:
+    """Training data with one label would "train" a constant; refuse it up front."""
+    if len(set(rows.labels)) < 2:
+        first, last = rows.line_numbers[0], rows.line_numbers[-1]
+        raise DataError(
+            f"{path} lines {first}-{last}: every row has label {rows.labels[0]!r}; "
+            "training needs at least 2 classes"
+        )
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def decode_utf8(path: Path, raw: bytes) -> str:
@@ -60,7 +77,9 @@ def read_rows(path: Path, text_column: str = "text", label_column: str = "label"
     """Read every (text, label) row of a .csv/.tsv/.jsonl/.ndjson file, chosen by extension."""
     suffix = path.suffix.lower()
     if suffix not in CSV_DELIMITERS and suffix not in JSONL_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv, .jsonl or .ndjson")
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv, .jsonl or .ndjson"
+        )
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -99,15 +118,23 @@ def _parse_csv(path: Path, text: str, delimiter: str, columns: tuple[str, str]) 
             add_row(rows, path, start, record[indices[0]], record[indices[1]], columns)
     except csv.Error as err:
         raise DataError(f"{path} line {reader.line_num}: malformed CSV ({err})") from None
+    if not header:
+        raise DataError(
+            f"{path} line 1: no header line (expected columns {columns[0]!r}, {columns[1]!r})"
+        )
     if not rows.texts:
         raise DataError(f"{path} line {header_line + 1}: no data rows after the header")
     return rows
 
 
-def _column_indices(path: Path, line: int, header: list[str], columns: tuple[str, str]) -> tuple[int, int]:
+def _column_indices(
+    path: Path, line: int, header: list[str], columns: tuple[str, str]
+) -> tuple[int, int]:
     for column in columns:
         if column not in header:
-            raise DataError(f"{path} line {line}: missing column {column!r} (columns: {', '.join(header)})")
+            raise DataError(
+                f"{path} line {line}: missing column {column!r} (columns: {', '.join(header)})"
+            )
     return header.index(columns[0]), header.index(columns[1])
 
 
@@ -120,9 +147,13 @@ def _parse_jsonl(path: Path, text: str, columns: tuple[str, str]) -> Rows:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path} line {number}: invalid JSON ({err.msg} at column {err.colno})") from None
+            raise DataError(
+                f"{path} line {number}: invalid JSON ({err.msg} at column {err.colno})"
+            ) from None
         if not isinstance(record, dict):
-            raise DataError(f"{path} line {number}: expected a JSON object, found {type(record).__name__}")
+            raise DataError(
+                f"{path} line {number}: expected a JSON object, found {type(record).__name__}"
+            )
         values = [_json_cell(path, number, record, column) for column in columns]
         add_row(rows, path, number, values[0], values[1], columns)
     if not rows.texts:
@@ -132,11 +163,15 @@ def _parse_jsonl(path: Path, text: str, columns: tuple[str, str]) -> Rows:
 
 def _json_cell(path: Path, line: int, record: dict[str, object], column: str) -> str:
     if column not in record:
-        raise DataError(f"{path} line {line}: missing column {column!r} (columns: {', '.join(record)})")
+        raise DataError(
+            f"{path} line {line}: missing column {column!r} (columns: {', '.join(record)})"
+        )
     value = record[column]
     # integer class ids are common in JSONL exports; floats/bools/null are almost always mistakes
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise DataError(f"{path} line {line}: column {column!r} must be a string, found {type(value).__name__}")
+        raise DataError(
+            f"{path} line {line}: column {column!r} must be a string, found {type(value).__name__}"
+        )
     return value

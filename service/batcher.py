@@ -1,0 +1,153 @@
+"""Micro-batching: concurrent requests share one forward pass.
+
+One asyncio task takes every queued job (up to `max_batch_size` texts) and runs the forward
+pass on a dedicated inference thread. While that runs, new jobs pile up and form the next
+batch, so under load batches fill by themselves. The task waits up to `max_delay_s` for more
+only while requests are known to be on their way (`arriving`): a lone request never waits.
+The queue is bounded in texts; a full queue answers at once with `overloaded` (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from service.errors import ErrorType, ServiceError, overloaded
+from service.metrics import Metrics
+from service.predictor import BatchOutput, Predictor
+
+
+@dataclass
+class Job:
+    encoded: list[list[int]]
+    future: asyncio.Future[JobResult]
+    enqueued_at: float
+
+
+@dataclass
+class JobResult:
+    output: BatchOutput     # rows for this job's texts only
+    queue_seconds: float
+    inference_seconds: float
+    batch_size: int
+
+
+class Batcher:
+    def __init__(self, predictor: Predictor, metrics: Metrics, max_batch_size: int,
+                 max_delay_s: float, max_queue_size: int) -> None:
+        self.predictor, self.metrics = predictor, metrics
+        self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_s
+        self.max_queue_size = max_queue_size
+        self._jobs: deque[Job] = deque()
+        self._queued_texts = 0
+        self.arriving = 0  # requests parsed but not yet submitted (see module docstring)
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="textclf-inference")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="textclf-batcher")
+
+    @property
+    def queued_texts(self) -> int:
+        return self._queued_texts
+
+    async def submit(self, encoded: list[list[int]]) -> JobResult:
+        if self._closing:
+            raise ServiceError(ErrorType.unhealthy, "the model is shutting down")
+        if self._queued_texts + len(encoded) > self.max_queue_size:
+            raise overloaded()
+        job = Job(encoded, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._jobs.append(job)
+        self._queued_texts += len(encoded)
+        self.metrics.queue_depth.set(self._queued_texts)
+        self._wakeup.set()
+        return await job.future
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Mark a request as on its way to `submit` (reading body, tokenizing)."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+
+    def _take_batch(self) -> list[Job]:
+        batch, texts = [], 0
+        while self._jobs and (not batch or texts + len(self._jobs[0].encoded) <= self.max_batch_size):
+            job = self._jobs.popleft()
+            batch.append(job)
+            texts += len(job.encoded)
+        self._queued_texts -= texts
+        self.metrics.queue_depth.set(self._queued_texts)
+        return batch
+
+    async def _wait_for_more(self) -> None:
+        deadline = time.perf_counter() + self.max_delay_s
+        while (self.arriving > 0 and self._queued_texts < self.max_batch_size
+               and (left := deadline - time.perf_counter()) > 0):
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                break
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not (self._closing and not self._jobs):
+            if not self._jobs:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await asyncio.sleep(0)  # let handlers that are ready to submit do so first
+            if self.max_delay_s > 0:
+                await self._wait_for_more()
+            batch = self._take_batch()
+            started = time.perf_counter()
+            encoded = [e for job in batch for e in job.encoded]
+            try:
+                output = await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self._deliver(batch, output, started, time.perf_counter() - started)
+
+    def _deliver(self, batch: list[Job], output: BatchOutput, started: float,
+                 inference_seconds: float) -> None:
+        size = sum(len(job.encoded) for job in batch)
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference_duration.observe(inference_seconds)
+        row = 0
+        for job in batch:
+            n = len(job.encoded)
+            part = BatchOutput(output.probabilities[row : row + n], output.logits[row : row + n],
+                               output.features[row : row + n])
+            row += n
+            queue_seconds = started - job.enqueued_at
+            self.metrics.queue_duration.observe(queue_seconds)
+            if not job.future.done():  # the client may have gone away
+                job.future.set_result(JobResult(part, queue_seconds, inference_seconds, size))
+
+    async def close(self, timeout_s: float) -> None:
+        """Refuse new work, finish what is queued (at most `timeout_s`), stop the thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+        while self._jobs:  # only left after a timeout: fail them rather than hang
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(ServiceError(ErrorType.unhealthy, "shut down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,79 @@
+"""Reading request bodies: size limit, media type, JSON or plain text, schema validation.
+
+Done by hand (not by FastAPI's body parameters) so /predict can also take `text/plain`, so the
+size limit holds before anything is parsed, and so every failure maps to the one error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from service.errors import ErrorType, ServiceError
+
+M = TypeVar("M", bound=BaseModel)
+JSON_TYPES = ("application/json", "")
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(ErrorType.payload_too_large, f"body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(ErrorType.payload_too_large, f"body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise ServiceError(ErrorType.validation, "body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)  # also refuses invalid UTF-8 and absurd nesting depth
+    except orjson.JSONDecodeError as exc:
+        raise ServiceError(ErrorType.validation, f"malformed JSON: {exc}") from None
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+async def read_model(request: Request, model: type[M], limit: int, *,
+                     plain_text_field: str | None = None) -> M:
+    """The body as `model`: JSON, or with `plain_text_field` a text/plain body put into it."""
+    kind = media_type(request)
+    body = await read_body(request, limit)
+    if kind == "text/plain" and plain_text_field:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ServiceError(ErrorType.validation, "text/plain body is not valid UTF-8") from None
+        return validate(model, {plain_text_field: text})
+    if kind not in JSON_TYPES and not kind.endswith("+json"):
+        accepted = "application/json" + (" or text/plain" if plain_text_field else "")
+        raise ServiceError(ErrorType.unsupported_media_type,
+                           f"content-type {kind!r} is not supported; send {accepted}")
+    return validate(model, parse_json(body))
+
+
+def openapi_body(model: type[BaseModel], plain_text: bool = False) -> dict[str, Any]:
+    """`openapi_extra` documenting a body that the handler reads by hand."""
+    content: dict[str, Any] = {"application/json": {"schema": model.model_json_schema(
+        ref_template="#/components/schemas/{model}")}}
+    if plain_text:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    return {"requestBody": {"required": True, "content": content}}

@@ -1,0 +1,48 @@
+"""Settings: the only place that reads the environment. Every field is `TEXTCLF_<NAME>`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TEXTCLF_", extra="ignore", frozen=True)
+
+    model_dir: Path = Field(Path("artifacts/default"), description="artifact directory to serve")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="server processes (multiprocess metrics)")
+    multiproc_dir: Path | None = Field(None, description="metrics files when workers > 1")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass")
+    max_batch_delay_ms: float = Field(2.0, ge=0, le=1000, description="wait to fill a batch")
+    max_queue_size: int = Field(1024, ge=1, description="texts waiting; beyond this -> 429")
+    max_client_batch: int = Field(64, ge=1, description="inputs per request; beyond -> 413")
+    max_input_chars: int = Field(20_000, ge=1, description="characters per input")
+    max_tokens: int | None = Field(None, ge=1, description="truncation; default: the model's")
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="request body limit -> 413")
+    max_explain_tokens: int = Field(256, ge=1, description="tokens /explain accepts -> 422")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+    api_key: SecretStr | None = Field(None, description="when set, required on all but health")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    log_inputs: bool = Field(False, description="log request text (off: privacy)")
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="drain in-flight on SIGTERM")
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value

@@ -1,0 +1,55 @@
+"""create_app(settings, registry): the FastAPI application.
+
+    uvicorn --factory service.main:create_app     # settings from TEXTCLF_* variables
+
+Nothing happens at import time; the lifespan loads the model once, warms it up and only then
+reports ready. Handlers reach it through typed dependencies (service.routes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from service import __version__
+from service.config import Settings
+from service.docs import install_docs
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import RequestMiddleware
+from service.routes import router
+from service.state import ServiceState
+
+log = logging.getLogger("textclf.main")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.textclf
+    await state.start()
+    try:
+        yield
+    finally:
+        await state.stop()
+
+
+def create_app(settings: Settings | None = None,
+               registry: CollectorRegistry | None = None) -> FastAPI:
+    settings = settings or Settings()
+    multiproc = str(settings.multiproc_dir) if settings.multiproc_dir else None
+    metrics = Metrics(registry or CollectorRegistry(), multiproc)
+    app = FastAPI(title="textclf", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
+                  description="Text classification with an LSTM: labels, word and text vectors, "
+                              "tokens, Prometheus metrics.")
+    app.state.textclf = ServiceState(settings, metrics)
+    install_error_handlers(app)
+    install_docs(app)
+    app.include_router(router)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(RequestMiddleware, metrics=metrics, api_key=api_key)
+    return app

@@ -1,0 +1,102 @@
+"""Predictor: a loaded artifact on a device. Tokenize, classify, embed; no HTTP, no asyncio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.artifact import Artifact, load_artifact
+from model.tokenizer import PAD_ID, UNK_ID, Token
+
+WARMUP_TEXTS = ("warm up", "a slightly longer text to warm up the model " * 4, "")
+
+
+@dataclass
+class BatchOutput:
+    probabilities: list[list[float]]  # (B, C) softmax, rows in input order
+    logits: list[list[float]]         # (B, C)
+    features: torch.Tensor            # (B, F) pooled text vectors, on the CPU
+
+
+class Predictor:
+    def __init__(self, artifact: Artifact, device: torch.device, max_tokens: int | None = None):
+        self.artifact = artifact
+        self.model = artifact.model
+        self.vocab = artifact.vocab
+        self.device = device
+        self.labels = artifact.labels
+        self.max_tokens = min(max_tokens or artifact.max_length, artifact.max_length)
+        weight = self.model.embedding.weight.detach().float().cpu()  # (V, E)
+        self.embedding = weight
+        # unit rows for cosine-similarity neighbours; <pad> is all zero, keep it at zero
+        self._unit = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @classmethod
+    def load(cls, model_dir: Path, device: torch.device, max_tokens: int | None = None) -> Predictor:
+        return cls(load_artifact(model_dir, device), device, max_tokens)
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    def encode(self, text: str) -> list[int]:
+        """All token ids of a text (the caller truncates, so it can also refuse long inputs)."""
+        return self.vocab.encode(text)
+
+    @torch.inference_mode()
+    def run_batch(self, encoded: list[list[int]]) -> BatchOutput:
+        """One forward pass over already-truncated id lists, padded to the longest."""
+        lengths = torch.tensor([max(1, len(e)) for e in encoded], dtype=torch.long)
+        ids = torch.full((len(encoded), int(lengths.max())), PAD_ID, dtype=torch.long)
+        for row, seq in enumerate(encoded):
+            if seq:
+                ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        features = self.model.features(ids.to(self.device), lengths.to(self.device))  # (B, F)
+        logits = self.model.classifier(features).float()  # (B, C); dropout is off in eval
+        probabilities = torch.softmax(logits, dim=1)  # subtracts the max: no overflow, no NaN
+        return BatchOutput(probabilities.cpu().tolist(), logits.cpu().tolist(),
+                           features.float().cpu())
+
+    def warmup(self) -> None:
+        self.run_batch([self.encode(t)[: self.max_tokens] for t in WARMUP_TEXTS])
+
+    def tokenize(self, text: str) -> list[Token]:
+        return self.vocab.tokenize(text)
+
+    def word_vectors(self, words: list[str], normalize: bool, neighbors: int) -> list[dict]:
+        """Embedding rows for single words, after the tokenizer's normalisation."""
+        results = []
+        for word in words:
+            pieces = self.vocab.tokenize(word)
+            key = "".join(t.text for t in pieces) if pieces else word
+            word_id = self.vocab.lookup(key)
+            vector = self._unit[word_id] if normalize else self.embedding[word_id]
+            results.append({
+                "word": word, "token": key, "id": word_id, "in_vocab": word_id != UNK_ID,
+                "vector": vector.tolist(),
+                "neighbors": self.nearest(word_id, neighbors) if neighbors else [],
+            })
+        return results
+
+    def nearest(self, word_id: int, k: int) -> list[dict]:
+        """The k vocabulary words closest by cosine similarity (itself, <pad>, <unk> excluded)."""
+        scores = self._unit @ self._unit[word_id]  # (V,)
+        scores[[PAD_ID, UNK_ID, word_id]] = float("-inf")
+        top = torch.topk(scores, min(k, max(0, len(self.vocab) - 3)))
+        return [{"word": self.vocab.itos[i], "score": round(float(s), 6)}
+                for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+    def info(self) -> dict:
+        config = self.artifact.config
+        return {
+            "model_name": self.artifact.name, "model_version": self.version,
+            "weights_sha256": self.artifact.sha256, "labels": self.labels,
+            "vocab_size": len(self.vocab), "embedding_dim": config["model"]["embedding_dim"],
+            "hidden_size": config["model"]["hidden_size"],
+            "num_layers": config["model"]["num_layers"],
+            "bidirectional": config["model"]["bidirectional"],
+            "pooling": config["model"]["pooling"], "device": str(self.device),
+            "max_tokens": self.max_tokens, "model_dir": str(self.artifact.path),
+        }

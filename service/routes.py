@@ -1,0 +1,158 @@
+"""HTTP handlers: thin. They read the request, call inference / the predictor, shape the reply."""
+
+from __future__ import annotations
+
+import platform
+from typing import Annotated
+
+import torch
+from fastapi import APIRouter, Depends, Query, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from service import __version__
+from service.batcher import JobResult
+from service.body import openapi_body, read_model, validate
+from service.errors import ErrorType, ServiceError
+from service.inference import as_list, feature_vectors, label_scores, prepare
+from service.responses import JSONResponse
+from service.schemas import (
+    ErrorBody,
+    Health,
+    JSONObject,
+    PredictRequest,
+    TextsRequest,
+    TokenInfo,
+    TokenizeRequest,
+    WordsRequest,
+    WordsResponse,
+)
+from service.state import ServiceState, Serving
+
+ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 413, 415, 422, 429, 503)}
+router = APIRouter(responses=ERRORS)
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.textclf
+
+
+def get_serving(state: Annotated[ServiceState, Depends(get_state)]) -> Serving:
+    return state.require_serving()
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
+
+
+def timed(body: object, result: JobResult) -> JSONResponse:
+    return JSONResponse(body, headers={
+        "x-queue-time": f"{result.queue_seconds * 1000:.3f}",
+        "x-inference-time": f"{result.inference_seconds * 1000:.3f}",
+        "x-batch-size": str(result.batch_size),
+    })
+
+
+@router.post("/predict", openapi_extra=openapi_body(PredictRequest, plain_text=True),
+             summary="Classify one text or a list of texts", tags=["inference"])
+async def predict(request: Request, state: StateDep, serving: ServingDep) -> Response:
+    """text-embeddings-inference compatible: one text gives `[{label, score}, ...]` best first;
+    a list gives a list of those, in order."""
+    settings = state.settings
+    with serving.batcher.expecting():
+        req = await read_model(request, PredictRequest, settings.max_body_bytes,
+                               plain_text_field="inputs")
+        encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
+                                left=req.truncation_direction.lower() == "left",
+                                settings=settings, metrics=state.metrics)
+    result = await serving.batcher.submit(encoded)
+    body = label_scores(serving, result, isinstance(req.inputs, str), raw_scores=req.raw_scores,
+                        top_k=req.top_k, metrics=state.metrics)
+    return timed(body, result)
+
+
+def _words_reply(serving: Serving, req: WordsRequest) -> JSONResponse:
+    predictor = serving.predictor
+    vectors = predictor.word_vectors(req.words, req.normalize, req.neighbors)
+    return JSONResponse({"dim": int(predictor.embedding.shape[1]), "vectors": vectors})
+
+
+@router.get("/embed", response_model=WordsResponse, tags=["embeddings"],
+            summary="Word vectors from the model's embedding layer")
+async def embed_words(serving: ServingDep,
+                      word: Annotated[list[str], Query(min_length=1, max_length=1000)],
+                      normalize: bool = False,
+                      neighbors: Annotated[int, Query(ge=0, le=100)] = 0) -> Response:
+    return _words_reply(serving, WordsRequest(words=word, normalize=normalize, neighbors=neighbors))
+
+
+@router.post("/embed", tags=["embeddings"],
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"oneOf": [WordsRequest.model_json_schema(),
+                                      TextsRequest.model_json_schema()]}}}}},
+             summary="Word vectors ({words}) or pooled text vectors ({inputs})")
+async def embed(request: Request, state: StateDep, serving: ServingDep) -> Response:
+    with serving.batcher.expecting():
+        data = (await read_model(request, JSONObject, state.settings.max_body_bytes)).root
+        if "words" in data:
+            return _words_reply(serving, validate(WordsRequest, data))
+        req = validate(TextsRequest, data)
+        encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
+                                settings=state.settings, metrics=state.metrics)
+    result = await serving.batcher.submit(encoded)
+    return timed(feature_vectors(result, req.normalize), result)
+
+
+@router.post("/tokenize", response_model=list[list[TokenInfo]], tags=["inference"],
+             openapi_extra=openapi_body(TokenizeRequest), summary="Tokens with ids and offsets")
+async def tokenize(request: Request, state: StateDep, serving: ServingDep) -> Response:
+    req = await read_model(request, TokenizeRequest, state.settings.max_body_bytes)
+    texts = as_list(req.inputs)
+    if len(texts) > state.settings.max_client_batch:
+        raise ServiceError(ErrorType.payload_too_large,
+                           f"{len(texts)} inputs; at most {state.settings.max_client_batch}")
+    return JSONResponse([[{"id": t.id, "text": t.text, "unk": t.unk, "special": False,
+                           "start": t.start, "stop": t.stop}
+                          for t in serving.predictor.tokenize(text)] for text in texts])
+
+
+@router.get("/info", tags=["service"], summary="Model, limits and versions")
+async def info(state: StateDep, serving: ServingDep) -> Response:
+    s = state.settings
+    return JSONResponse({
+        **serving.predictor.info(),
+        "max_batch_size": s.max_batch_size, "max_batch_delay_ms": s.max_batch_delay_ms,
+        "max_queue_size": s.max_queue_size, "max_client_batch": s.max_client_batch,
+        "max_input_chars": s.max_input_chars, "max_body_bytes": s.max_body_bytes,
+        "textclf_version": __version__, "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    })
+
+
+def _health(state: ServiceState) -> JSONResponse:
+    if not state.ready:
+        status = "shutting_down" if state.shutting_down else "loading"
+        return JSONResponse({"status": status, "error": f"not ready: {status}",
+                             "error_type": ErrorType.unhealthy.value}, status_code=503)
+    assert state.serving is not None
+    return JSONResponse({"status": "ok", "model_version": state.serving.predictor.version})
+
+
+@router.get("/health/live", response_model=Health, tags=["service"])
+async def live() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/health/ready", response_model=Health, tags=["service"])
+async def ready(state: StateDep) -> Response:
+    return _health(state)
+
+
+@router.get("/health", response_model=Health, tags=["service"])
+async def health(state: StateDep) -> Response:
+    return _health(state)
+
+
+@router.get("/metrics", tags=["service"], summary="Prometheus text format")
+async def metrics(state: StateDep) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,97 @@
+"""What the app holds while it runs: settings, metrics, and the model being served.
+
+The model and its batcher travel together as a `Serving`; a reload builds a complete new one
+off the event loop (load, verify, warm up) and swaps the reference in one assignment, so every
+request uses either the old model or the new one, never a mix. The old batcher then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import torch
+from starlette.concurrency import run_in_threadpool
+
+from model.device import resolve_device
+from service.batcher import Batcher
+from service.config import Settings
+from service.errors import ErrorType, ServiceError
+from service.metrics import Metrics
+from service.predictor import Predictor
+
+log = logging.getLogger("textclf.state")
+
+
+@dataclass
+class Serving:
+    predictor: Predictor
+    batcher: Batcher
+
+
+class ServiceState:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.serving: Serving | None = None
+        self.shutting_down = False
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.serving is not None and not self.shutting_down
+
+    def _load_predictor(self) -> Predictor:
+        """Blocking: load and cross-check the artifact, then one warm-up forward pass."""
+        s = self.settings
+        if s.num_threads:
+            torch.set_num_threads(s.num_threads)
+        predictor = Predictor.load(s.model_dir, resolve_device(s.device), s.max_tokens)
+        predictor.warmup()
+        return predictor
+
+    def _new_serving(self, predictor: Predictor) -> Serving:
+        s = self.settings
+        batcher = Batcher(predictor, self.metrics, s.max_batch_size, s.max_batch_delay_ms / 1000,
+                          s.max_queue_size)
+        batcher.start()
+        return Serving(predictor, batcher)
+
+    async def start(self) -> None:
+        predictor = await run_in_threadpool(self._load_predictor)
+        self.serving = self._new_serving(predictor)
+        self.metrics.set_model(predictor.version, str(predictor.device))
+        self.metrics.ready.set(1)
+        log.info("serving %s %s on %s", predictor.artifact.name, predictor.version,
+                 predictor.device)
+
+    async def reload(self) -> Predictor:
+        """Load the artifact in model_dir again; on any error the current model keeps serving."""
+        async with self._reload_lock:
+            try:
+                predictor = await run_in_threadpool(self._load_predictor)
+            except Exception:
+                self.metrics.reloads.labels(result="failure").inc()
+                raise
+            old, self.serving = self.serving, self._new_serving(predictor)
+            self.metrics.set_model(predictor.version, str(predictor.device))
+            self.metrics.reloads.labels(result="success").inc()
+            log.info("reloaded: now serving %s", predictor.version)
+        if old is not None:
+            await old.batcher.close(self.settings.shutdown_timeout_s)
+        return predictor
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns 503 at once; requests already accepted still complete."""
+        self.shutting_down = True
+        self.metrics.ready.set(0)
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        if self.serving is not None:
+            await self.serving.batcher.close(self.settings.shutdown_timeout_s)
+
+    def require_serving(self) -> Serving:
+        if self.serving is None:
+            raise ServiceError(ErrorType.unhealthy, "the model is not loaded yet")
+        return self.serving
