@@ -10,7 +10,8 @@ from pathlib import Path
 
 from model.artifact import ArtifactError, load_artifact
 from model.batches import predict_logits
-from model.datasets import DATASET_NAMES, DataError, load_files, load_named
+from model.datafiles import read_rows
+from model.datasets import DATASET_NAMES, DataError, load_named
 from model.device import DeviceError, resolve_device
 from model.report import classification_metrics
 
@@ -36,8 +37,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         data = load_named(args.dataset, args.cache_dir)
         texts, gold = data.test_texts, data.test_labels
     else:
-        data = load_files(args.test, args.test, args.text_column, args.label_column)
-        texts, gold = data.test_texts, data.test_labels
+        rows = read_rows(args.test, args.text_column, args.label_column)
+        texts, gold = rows.texts, rows.labels
     unknown = sorted(set(gold) - set(artifact.labels))
     if unknown:
         raise DataError(f"labels not known to the model: {', '.join(unknown[:10])} "

@@ -1,0 +1,84 @@
+import torch
+
+from model.tokenizer import PAD, PAD_ID, UNK, UNK_ID, Vocabulary, split_with_offsets, split_words
+
+
+def test_scripts_are_split_into_words_and_punctuation():
+    assert split_words("Héllo, WORLD! 42") == ["héllo", ",", "world", "!", "42"]
+    assert split_words("Привет, мир") == ["привет", ",", "мир"]
+    assert split_words("Γειά σου Κόσμε") == ["γειά", "σου", "κόσμε"]
+    assert split_words("안녕하세요 세계!") == ["안녕하세요", "세계", "!"]
+    assert split_words("我爱北京") == ["我", "爱", "北", "京"]  # no spaces in CJK: one per char
+    assert split_words("カタカナ") == ["カ", "タ", "カ", "ナ"]
+
+
+def test_nfkc_and_lowercase_option():
+    assert split_words("ｆｕｌｌ　ｗｉｄｔｈ ﬁne") == ["full", "width", "fine"]
+    assert split_words("e\u0301te\u0301") == ["été"]  # combining accents compose
+    assert split_words("Paris LONDON", lowercase=False) == ["Paris", "LONDON"]
+
+
+def test_offsets_point_into_the_original_text():
+    text = "ｆｕｌｌ Héllo, e\u0301te\u0301 세계"
+    spans = split_with_offsets(text)
+    assert [w for w, _, _ in spans] == split_words(text)
+    assert [text[a:b] for _, a, b in spans] == ["ｆｕｌｌ", "Héllo", ",", "e\u0301te\u0301", "세계"]
+
+
+def test_ids_are_in_frequency_order_ties_alphabetical():
+    vocab = Vocabulary.build(["b a c b", "c b d"])
+    assert vocab.itos[:2] == [PAD, UNK]
+    assert vocab.itos[2:] == ["b", "c", "a", "d"]  # b:3, c:2, then a and d (1 each) alphabetically
+    assert vocab.counts[2:] == [3, 2, 1, 1]
+
+
+def test_min_freq_and_max_size():
+    corpus = ["x x x y y z"]
+    assert Vocabulary.build(corpus, min_freq=2).itos[2:] == ["x", "y"]
+    assert Vocabulary.build(corpus, max_size=3).itos == [PAD, UNK, "x"]
+
+
+def test_unknown_words_and_truncation():
+    vocab = Vocabulary.build(["the cat sat"])
+    assert vocab.encode("the dog sat") == [vocab.lookup("the"), UNK_ID, vocab.lookup("sat")]
+    assert vocab.encode("the cat sat", max_length=2) == vocab.encode("the cat")
+
+
+def test_batch_encoding_pads_with_zero_and_keeps_lengths():
+    vocab = Vocabulary.build(["a b c"])
+    ids, lengths = vocab.encode_batch(["a b c", "b", ""])
+    assert ids.shape == (3, 3)
+    assert lengths.tolist() == [3, 1, 1]  # an empty text still has one (pad) step
+    assert ids[1].tolist() == [vocab.lookup("b"), PAD_ID, PAD_ID]
+    assert ids[2].tolist() == [PAD_ID] * 3
+
+
+def test_one_hot_and_sparse_views_select_embedding_rows():
+    vocab = Vocabulary.build(["a b c d"])
+    ids = vocab.encode("d a a")
+    one_hot = vocab.one_hot(ids)
+    assert one_hot.shape == (3, len(vocab))
+    assert one_hot.sum(dim=1).tolist() == [1.0, 1.0, 1.0]
+    assert torch.equal(vocab.sparse(ids).to_dense(), one_hot)
+    weight = torch.randn(len(vocab), 4)
+    assert torch.allclose(one_hot @ weight, weight[ids])  # a lookup is a one-hot product
+
+
+def test_tokens_carry_ids_unk_flags_and_offsets():
+    vocab = Vocabulary.build(["hello world"])
+    tokens = vocab.tokenize("Hello, stranger")
+    assert [(t.text, t.unk, t.start, t.stop) for t in tokens] == [
+        ("hello", False, 0, 5), (",", True, 5, 6), ("stranger", True, 7, 15)]
+
+
+def test_save_load_round_trip(tmp_path):
+    vocab = Vocabulary.build(["Ωmega alpha 세계 alpha"], lowercase=False)
+    vocab.save(tmp_path / "vocab.json")
+    loaded = Vocabulary.load(tmp_path / "vocab.json")
+    assert loaded == vocab
+    assert loaded.encode("alpha Ωmega") == vocab.encode("alpha Ωmega")
+
+
+def test_deterministic():
+    corpus = ["z y x", "y x", "x"] * 3
+    assert Vocabulary.build(corpus).itos == Vocabulary.build(list(reversed(corpus))).itos
