@@ -1,0 +1,103 @@
+"""Metric values move as expected; batching really coalesces concurrent requests."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from service.main import create_app
+from tests.conftest import sample
+
+
+def test_request_and_prediction_metrics_move(client, registry):
+    before = sample(registry, "textclf_requests_total", endpoint="/predict", status="200")
+    client.post("/predict", json={"inputs": ["the team won", "shares fell"]})
+    client.post("/predict", json={"inputs": ""})
+    assert sample(registry, "textclf_requests_total", endpoint="/predict", status="200") == before + 1
+    assert sample(registry, "textclf_requests_total", endpoint="/predict", status="400") == 1
+    assert sample(registry, "textclf_request_duration_seconds_count", endpoint="/predict") == 2
+    assert sample(registry, "textclf_input_tokens_count") == 2
+    assert sample(registry, "textclf_input_tokens_sum") == 5  # 3 + 2 tokens
+    assert sample(registry, "textclf_oov_ratio_count") == 2
+    assert sample(registry, "textclf_prediction_confidence_count") == 2
+    assert sample(registry, "textclf_batch_size_sum") == 2  # warm-up does not count
+    total = sum(sample(registry, "textclf_predictions_total", label=lb)
+                for lb in ("business", "sport", "tech"))
+    assert total == 2
+    assert sample(registry, "textclf_queue_duration_seconds_count") >= 1
+    assert sample(registry, "textclf_inference_duration_seconds_count") >= 1
+
+
+def test_model_info_and_unknown_paths(client, registry):
+    version = client.get("/info").json()["model_version"]
+    assert sample(registry, "textclf_model_info", version=version, device="cpu") == 1
+    client.get("/some/secret/path")
+    assert sample(registry, "textclf_requests_total", endpoint="other", status="404") == 1
+
+
+def test_exposition_has_no_request_text(client):
+    client.post("/predict", json={"inputs": "unmistakable-marker-text"})
+    text = client.get("/metrics").text
+    assert "unmistakable" not in text
+    assert "# TYPE textclf_requests_total counter" in text
+    assert "process_resident_memory_bytes" in text
+    assert "textclf_queue_depth 0.0" in text
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_share_a_forward_pass(settings_factory, registry):
+    app = create_app(settings_factory(max_batch_delay_ms=50), registry)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            # hold the inference thread so that requests pile up behind it
+            serving = app.state.textclf.serving
+            original = serving.predictor.run_batch
+            gate = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def slow_first(encoded):
+                asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(timeout=5)
+                return original(encoded)
+
+            serving.predictor.run_batch = slow_first
+            calls = [http.post("/predict", json={"inputs": f"goal {i}"}) for i in range(12)]
+            tasks = [asyncio.create_task(c) for c in calls]
+            await asyncio.sleep(0.2)
+            gate.set()
+            replies = await asyncio.gather(*tasks)
+    assert all(r.status_code == 200 for r in replies)
+    batches = sample(registry, "textclf_batch_size_count")
+    texts = sample(registry, "textclf_batch_size_sum")
+    assert texts == 12
+    assert batches <= 2, f"12 concurrent requests took {batches} forward passes"
+    assert max(int(r.headers["x-batch-size"]) for r in replies) >= 11
+
+
+@pytest.mark.anyio
+async def test_full_queue_answers_429_at_once(settings_factory, registry):
+    app = create_app(settings_factory(max_queue_size=2), registry)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            serving = app.state.textclf.serving
+            original = serving.predictor.run_batch
+            release = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def blocked(encoded):
+                asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=5)
+                return original(encoded)
+
+            serving.predictor.run_batch = blocked
+            first = asyncio.create_task(http.post("/predict", json={"inputs": "a"}))
+            await asyncio.sleep(0.1)  # `first` is now inside the forward pass
+            queued = asyncio.create_task(http.post("/predict", json={"inputs": ["b", "c"]}))
+            await asyncio.sleep(0.1)
+            refused = await http.post("/predict", json={"inputs": "d"})
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error_type"] == "overloaded"
+            assert sample(registry, "textclf_queue_depth") == 2
+            release.set()
+            assert (await first).status_code == 200 and (await queued).status_code == 200
