@@ -38,7 +38,7 @@ from model.report import (
 )
 from model.tokenizer import Vocabulary
 from model.trainer import FitOptions, fit
-from model.vectors import embedding_matrix, load_vectors
+from model.vectors import GLOVE_50D, embedding_matrix, load_vectors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--max-length", type=int, default=256, help="tokens kept per text")
-    p.add_argument("--embedding-dim", type=int, default=100)
+    p.add_argument("--embedding-dim", type=int, default=100, help="with --embeddings none")
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True)
@@ -67,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-freq", type=int, default=2)
     p.add_argument("--max-vocab", type=int, default=50_000)
     p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--embeddings", help="'glove-50d' or a GloVe/word2vec text file")
+    p.add_argument("--embeddings", default=GLOVE_50D,
+                   help="initial word vectors: 'glove-50d' (default, pinned package), a GloVe / "
+                        "word2vec text file, or 'none' to learn them from scratch")
     p.add_argument("--freeze-embeddings", action="store_true")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
@@ -93,7 +95,7 @@ def load_data(args: argparse.Namespace) -> Dataset:
 
 def build_model(args: argparse.Namespace, vocab: Vocabulary, num_classes: int) -> tuple[LSTMClassifier, dict]:
     """The network, with pre-trained vectors copied into its embedding when asked for."""
-    vectors = load_vectors(args.embeddings) if args.embeddings else None
+    vectors = load_vectors(args.embeddings) if args.embeddings != "none" else None
     dim = vectors.dim if vectors else args.embedding_dim
     config = ModelConfig(vocab_size=len(vocab), num_classes=num_classes, embedding_dim=dim,
                          hidden_size=args.hidden_size, num_layers=args.layers,

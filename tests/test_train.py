@@ -25,7 +25,7 @@ def train(tmp_path, out, *extra):
     write_csv(csv, toy_rows())
     cmd = [sys.executable, "-m", "model.train", "--train", str(csv), "--out", str(out),
            "--epochs", "2", "--batch-size", "8", "--embedding-dim", "8", "--hidden-size", "8",
-           "--device", "cpu", "--no-progress", "--threads", "1", *extra]
+           "--device", "cpu", "--no-progress", "--threads", "1", "--embeddings", "none", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
