@@ -75,5 +75,5 @@ def openapi_body(model: type[BaseModel], plain_text: bool = False) -> dict[str, 
     content: dict[str, Any] = {"application/json": {"schema": model.model_json_schema(
         ref_template="#/components/schemas/{model}")}}
     if plain_text:
-        content["text/plain"] = {"schema": {"type": "string"}}
+        content["text/plain"] = {"schema": {"type": "string", "minLength": 1, "pattern": r"\S"}}
     return {"requestBody": {"required": True, "content": content}}

@@ -23,8 +23,10 @@ class ErrorType(StrEnum):
     not_found = "not_found"
     method_not_allowed = "method_not_allowed"
     payload_too_large = "payload_too_large"
+    headers_too_large = "headers_too_large"
     unsupported_media_type = "unsupported_media_type"
     validation = "validation"
+    invalid_artifact = "invalid_artifact"
     overloaded = "overloaded"
     internal = "internal"
     unhealthy = "unhealthy"
@@ -36,8 +38,10 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.not_found: 404,
     ErrorType.method_not_allowed: 405,
     ErrorType.payload_too_large: 413,
+    ErrorType.headers_too_large: 431,  # sent by service.server's protocol, before the app
     ErrorType.unsupported_media_type: 415,
     ErrorType.validation: 422,
+    ErrorType.invalid_artifact: 409,  # reload refused: the artifact on disk is bad, old model serves
     ErrorType.overloaded: 429,
     ErrorType.internal: 500,
     ErrorType.unhealthy: 503,

@@ -16,9 +16,12 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service import __version__
+from service.admin import install_sighup
+from service.admin import router as admin_router
 from service.config import Settings
 from service.docs import install_docs
 from service.errors import install_error_handlers
+from service.explain_route import router as explain_router
 from service.metrics import Metrics
 from service.middleware import RequestMiddleware
 from service.routes import router
@@ -31,10 +34,12 @@ log = logging.getLogger("textclf.main")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.textclf
     await state.start()
+    remove_sighup = install_sighup(state)  # SIGHUP -> hot reload (service.admin)
     try:
         yield
     finally:
         await state.stop()
+        remove_sighup()
 
 
 def create_app(settings: Settings | None = None,
@@ -50,6 +55,8 @@ def create_app(settings: Settings | None = None,
     install_error_handlers(app)
     install_docs(app)
     app.include_router(router)
+    app.include_router(admin_router)
+    app.include_router(explain_router)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(RequestMiddleware, metrics=metrics, api_key=api_key)
     return app

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import torch
 from fastapi import APIRouter, Depends, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import __version__
 from service.batcher import JobResult
 from service.body import openapi_body, read_model, validate
 from service.errors import ErrorType, ServiceError
-from service.inference import as_list, feature_vectors, label_scores, prepare
+from service.inference import (
+    INLINE_TOKENIZE_CHARS,
+    as_list,
+    feature_vectors,
+    label_scores,
+    prepare,
+)
 from service.responses import JSONResponse
 from service.schemas import (
     ErrorBody,
@@ -37,8 +45,12 @@ def get_state(request: Request) -> ServiceState:
     return request.app.state.textclf
 
 
-def get_serving(state: Annotated[ServiceState, Depends(get_state)]) -> Serving:
-    return state.require_serving()
+async def get_serving(state: Annotated[ServiceState, Depends(get_state)]) -> AsyncIterator[Serving]:
+    """The model for this request. Held until the request ends, so a hot reload retires the old
+    model only after the requests using it are done (async: taken on the event loop, atomically
+    with respect to the swap)."""
+    with state.use() as serving:
+        yield serving
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
@@ -55,19 +67,23 @@ def timed(body: object, result: JobResult) -> JSONResponse:
 
 @router.post("/predict", openapi_extra=openapi_body(PredictRequest, plain_text=True),
              summary="Classify one text or a list of texts", tags=["inference"])
-async def predict(request: Request, state: StateDep, serving: ServingDep) -> Response:
+async def predict(request: Request) -> Response:
     """text-embeddings-inference compatible: one text gives `[{label, score}, ...]` best first;
     a list gives a list of those, in order."""
+    # No FastAPI dependencies here (the same as StateDep / ServingDep, taken by hand): this is the
+    # hot path, and service.middleware calls it directly for POST /predict.
+    state: ServiceState = request.app.state.textclf
     settings = state.settings
-    with serving.batcher.expecting():
-        req = await read_model(request, PredictRequest, settings.max_body_bytes,
-                               plain_text_field="inputs")
-        encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
-                                left=req.truncation_direction.lower() == "left",
-                                settings=settings, metrics=state.metrics)
-    result = await serving.batcher.submit(encoded)
-    body = label_scores(serving, result, isinstance(req.inputs, str), raw_scores=req.raw_scores,
-                        top_k=req.top_k, metrics=state.metrics)
+    with state.use() as serving:
+        with serving.batcher.expecting():
+            req = await read_model(request, PredictRequest, settings.max_body_bytes,
+                                   plain_text_field="inputs")
+            encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
+                                    left=req.truncation_direction.lower() == "left",
+                                    settings=settings, metrics=state.metrics)
+        result = await serving.batcher.submit(encoded)
+        body = label_scores(serving, result, isinstance(req.inputs, str),
+                            raw_scores=req.raw_scores, top_k=req.top_k, metrics=state.metrics)
     return timed(body, result)
 
 
@@ -111,9 +127,19 @@ async def tokenize(request: Request, state: StateDep, serving: ServingDep) -> Re
     if len(texts) > state.settings.max_client_batch:
         raise ServiceError(ErrorType.payload_too_large,
                            f"{len(texts)} inputs; at most {state.settings.max_client_batch}")
-    return JSONResponse([[{"id": t.id, "text": t.text, "unk": t.unk, "special": False,
-                           "start": t.start, "stop": t.stop}
-                          for t in serving.predictor.tokenize(text)] for text in texts])
+    for i, text in enumerate(texts):
+        if len(text) > state.settings.max_input_chars:
+            raise ServiceError(ErrorType.payload_too_large, f"input {i} has {len(text)} "
+                               f"characters; at most {state.settings.max_input_chars}")
+
+    def reply() -> list[list[dict]]:
+        return [[{"id": t.id, "text": t.text, "unk": t.unk, "special": False,
+                  "start": t.start, "stop": t.stop}
+                 for t in serving.predictor.tokenize(text)] for text in texts]
+
+    # long inputs off the event loop, as for /predict (NFKC with offsets is pure Python)
+    big = sum(map(len, texts)) > INLINE_TOKENIZE_CHARS
+    return JSONResponse(await run_in_threadpool(reply) if big else reply())
 
 
 @router.get("/info", tags=["service"], summary="Model, limits and versions")
@@ -153,6 +179,8 @@ async def health(state: StateDep) -> Response:
     return _health(state)
 
 
-@router.get("/metrics", tags=["service"], summary="Prometheus text format")
+@router.get("/metrics", tags=["service"], summary="Prometheus text format",
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {
+                "type": "string"}}}, "description": "Prometheus text exposition format"}})
 async def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

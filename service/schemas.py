@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
 
 Inputs = StrictStr | Annotated[list[StrictStr], Field(max_length=100_000)]
+
+# What /predict and /embed take. The schema documents what the handlers require (a text with a
+# non-space character, a list with at least one text); the handlers answer 400 `empty` for the
+# rest, so validation itself is unchanged.
+_TEXT_SCHEMA = {"type": "string", "minLength": 1, "pattern": r"\S"}
+Text = Annotated[StrictStr, WithJsonSchema(_TEXT_SCHEMA)]
+ClassifyInputs = Text | Annotated[list[StrictStr], Field(max_length=100_000), WithJsonSchema(
+    {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1, "maxItems": 100_000})]
 
 
 class Strict(BaseModel):
@@ -14,12 +31,12 @@ class Strict(BaseModel):
 
 
 class PredictRequest(Strict):
-    inputs: Inputs = Field(description="one text, or a list of texts")
+    inputs: ClassifyInputs = Field(description="one text, or a list of texts")
     raw_scores: StrictBool = Field(False, description="return logits instead of probabilities")
     truncate: StrictBool = Field(True, description="cut texts to the model's token limit; "
                                  "false: a longer text is refused with 422")
     truncation_direction: Annotated[str, Field(pattern="^(right|left|Right|Left)$")] = "right"
-    top_k: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+    top_k: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = Field(
         None, description="only the k best labels (default: all)")
 
 
@@ -31,12 +48,12 @@ class LabelScore(BaseModel):
 class WordsRequest(Strict):
     words: Annotated[list[StrictStr], Field(min_length=1, max_length=1000)]
     normalize: StrictBool = Field(False, description="unit-length vectors")
-    neighbors: Annotated[int, Field(ge=0, le=100)] = Field(
+    neighbors: Annotated[StrictInt, Field(ge=0, le=100)] = Field(
         0, description="add the k nearest vocabulary words by cosine similarity")
 
 
 class TextsRequest(Strict):
-    inputs: Inputs = Field(description="text(s) to turn into pooled LSTM feature vectors")
+    inputs: ClassifyInputs = Field(description="text(s) to turn into pooled LSTM feature vectors")
     normalize: StrictBool = Field(False, description="unit-length vectors")
     truncate: StrictBool = True
 

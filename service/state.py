@@ -2,14 +2,18 @@
 
 The model and its batcher travel together as a `Serving`; a reload builds a complete new one
 off the event loop (load, verify, warm up) and swaps the reference in one assignment, so every
-request uses either the old model or the new one, never a mix. The old batcher then drains.
+request uses either the old model or the new one, never a mix. A request holds its `Serving`
+from start to end (`use`, the routes' dependency); the old one is retired only once no request
+holds it any more, so requests in flight finish on the old model and none fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +32,18 @@ log = logging.getLogger("textclf.state")
 class Serving:
     predictor: Predictor
     batcher: Batcher
+    users: int = 0  # requests holding this model (ServiceState.use)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when users drops to 0
+
+    async def retire(self, timeout_s: float) -> None:
+        """After a swap: wait (at most `timeout_s`) for the requests still using it, then close."""
+        if self.users:
+            try:
+                await asyncio.wait_for(self.idle.wait(), timeout_s)
+            except TimeoutError:
+                log.warning("%d request(s) still on the old model after %.0f s; closing it",
+                            self.users, timeout_s)
+        await self.batcher.close(timeout_s)
 
 
 class ServiceState:
@@ -68,17 +84,21 @@ class ServiceState:
     async def reload(self) -> Predictor:
         """Load the artifact in model_dir again; on any error the current model keeps serving."""
         async with self._reload_lock:
+            if self.shutting_down:
+                raise ServiceError(ErrorType.unhealthy, "shutting down; no reload")
             try:
                 predictor = await run_in_threadpool(self._load_predictor)
             except Exception:
                 self.metrics.reloads.labels(result="failure").inc()
                 raise
+            if self.shutting_down:  # SIGTERM came while loading: keep what stop() is draining
+                raise ServiceError(ErrorType.unhealthy, "shutting down; no reload")
             old, self.serving = self.serving, self._new_serving(predictor)
             self.metrics.set_model(predictor.version, str(predictor.device))
             self.metrics.reloads.labels(result="success").inc()
             log.info("reloaded: now serving %s", predictor.version)
         if old is not None:
-            await old.batcher.close(self.settings.shutdown_timeout_s)
+            await old.retire(self.settings.shutdown_timeout_s)
         return predictor
 
     def begin_shutdown(self) -> None:
@@ -90,6 +110,19 @@ class ServiceState:
         self.begin_shutdown()
         if self.serving is not None:
             await self.serving.batcher.close(self.settings.shutdown_timeout_s)
+
+    @contextmanager
+    def use(self) -> Iterator[Serving]:
+        """The model for one request, held until the request ends (a reload waits for it)."""
+        serving = self.require_serving()
+        serving.users += 1
+        serving.idle.clear()
+        try:
+            yield serving
+        finally:
+            serving.users -= 1
+            if not serving.users:
+                serving.idle.set()
 
     def require_serving(self) -> Serving:
         if self.serving is None:

@@ -1,0 +1,521 @@
+"""Overload check: drive a live textclf at about twice its capacity and watch it hold.
+
+    python bench/overload.py                     # small built-in model, 20 s at 2x capacity
+    python bench/overload.py --duration 20 --factor 2 --queue-size 64 --texts 8
+    python bench/overload.py --model-dir artifacts/default
+
+Starts `python -m service` on 127.0.0.1 (a free port) with a small TEXTCLF_MAX_QUEUE_SIZE,
+measures its capacity with a short closed loop, then sends /predict at `factor` x that rate in an
+open loop (arrivals on a fixed schedule, not waiting for answers) for `duration` seconds.
+
+Passes (exit 0) when: only 200 and 429 come back, every 429 carries Retry-After, nothing is lost
+(sent - answered = 0), the p99 of accepted requests stays under --max-p99-ms, RSS grows by less
+than --max-rss-growth-mb over the run, and the service is ready and answers afterwards.
+
+Also a library for the tests (tests/test_reliability.py, test_shutdown.py, test_fuzz.py):
+`LiveService` runs the real server as a subprocess, `build_artifact` makes a model for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORDS = ('the', 'match', 'ended', 'with', 'a', 'late', 'goal', 'team', 'won', 'cup', 'final',
+         'shares', 'fell', 'as', 'market', 'closed', 'bank', 'raised', 'interest', 'rates', 'new',
+         'phone', 'has', 'faster', 'chip', 'software', 'update', 'fixes', 'bug', 'players',
+         'coach', 'season', 'profit', 'quarter', 'investors', 'launch', 'device', 'battery',
+         'screen', 'league', 'title', 'stocks')
+
+
+# ----------------------------------------------------------------------------- live service
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (Linux /proc; psutil elsewhere if installed, else 0)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.Process(pid).memory_info().rss)
+    except Exception:  # noqa: BLE001 - no way to measure here
+        return 0
+
+
+def build_artifact(path: Path, *, seed: int = 0, max_length: int = 256, embedding_dim: int = 64,
+                   hidden_size: int = 128, name: str = "bench") -> Path:
+    """A small random-weight model over WORDS: exact, repeatable, heavy enough to measure."""
+    import torch
+
+    from model.artifact import save_artifact
+    from model.network import LSTMClassifier, ModelConfig
+    from model.tokenizer import Vocabulary
+
+    vocab = Vocabulary.build([" ".join(WORDS)])
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=len(vocab), num_classes=3, embedding_dim=embedding_dim,
+                         hidden_size=hidden_size, num_layers=1, bidirectional=True, dropout=0.0)
+    save_artifact(Path(path), LSTMClassifier(config).eval(), vocab, ["business", "sport", "tech"],
+                  name=name, max_length=max_length)
+    return Path(path)
+
+
+def make_texts(n: int, words: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=words)) for _ in range(n)]
+
+
+class LiveService:
+    """`python -m service` as a subprocess on 127.0.0.1; stderr goes to a file (`log()`)."""
+
+    def __init__(self, model_dir: Path | str, *, startup_timeout_s: float = 60.0,
+                 **settings: Any) -> None:
+        self.port = free_port()
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("TEXTCLF_")}
+        self.env = {**inherited, "TEXTCLF_MODEL_DIR": str(model_dir), "TEXTCLF_DEVICE": "cpu",
+                    "TEXTCLF_HOST": "127.0.0.1", "TEXTCLF_PORT": str(self.port),
+                    "TEXTCLF_LOG_LEVEL": "info",
+                    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.env.update({f"TEXTCLF_{k.upper()}": str(v) for k, v in settings.items()})
+        self.startup_timeout_s = startup_timeout_s
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open for the process's life
+            prefix="textclf-live-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> LiveService:
+        self.proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, _, _ = self.request("GET", "/health/ready", timeout=2)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"service not ready after {self.startup_timeout_s} s:\n{self.log()}")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None,
+                timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def metric(self, name: str, headers: dict[str, str] | None = None) -> float:
+        """Sum of a metric's samples (all label sets), scraped from /metrics."""
+        _, _, body = self.request("GET", "/metrics", headers=headers)
+        total = 0.0
+        for line in body.decode().splitlines():
+            if line.startswith(name) and line[len(name)] in " {":
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def log(self) -> str:
+        return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not go. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
+    def __enter__(self) -> LiveService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------- load
+
+@dataclass
+class Report:
+    capacity_rps: float = 0.0
+    target_rps: float = 0.0
+    duration_s: float = 0.0
+    sent: int = 0
+    answered: int = 0
+    ok: int = 0
+    rejected_429: int = 0
+    retry_after_missing: int = 0
+    server_errors_5xx: int = 0
+    other_status: dict[str, int] = field(default_factory=dict)
+    lost: int = 0
+    stale_retries: int = 0
+    accepted_rps: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    p50_ms: float = 0.0
+    p99_429_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    max_p99_ms: float = 0.0
+    rss_start_mb: float = 0.0
+    rss_mid_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    rss_max_mb: float = 0.0
+    healthy_after: bool = False
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"capacity {self.capacity_rps:.0f} req/s, target {self.target_rps:.0f} req/s for "
+                f"{self.duration_s:.0f} s\n"
+                f"sent {self.sent}  200 {self.ok}  429 {self.rejected_429}  "
+                f"5xx {self.server_errors_5xx}  other {self.other_status or 0}  lost {self.lost}"
+                f"{'  errors ' + str(self.errors) if self.errors else ''}"
+                f"  (stale keep-alive retries {self.stale_retries})\n"
+                f"accepted {self.accepted_rps:.0f} req/s during the overload\n"
+                f"accepted latency p50 {self.p50_ms:.1f} ms  p99 {self.p99_ms:.1f} ms  "
+                f"max {self.max_ms:.1f} ms (bound {self.max_p99_ms:.0f} ms); "
+                f"429 p99 {self.p99_429_ms:.1f} ms\n"
+                f"RSS start {self.rss_start_mb:.1f} MB  mid {self.rss_mid_mb:.1f} MB  "
+                f"end {self.rss_end_mb:.1f} MB  max {self.rss_max_mb:.1f} MB\n"
+                f"healthy after: {self.healthy_after}\n"
+                + ("PASS" if not self.failures else "FAIL: " + "; ".join(self.failures)))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+class RawClient:
+    """A lean HTTP/1.1 keep-alive client on asyncio streams: the load generator shares the
+    machine with the service, so it must cost little CPU per request (httpx costs ~5x more).
+
+    Like any keep-alive client it must not reuse a connection the server has just closed for
+    idleness (uvicorn: timeout_keep_alive, 5 s): connections idle longer than `max_idle_s` are
+    dropped, and a reused connection that closes before a single byte of answer is retried once
+    on a new one (the server never read that request). Those retries are counted."""
+
+    def __init__(self, host: str, port: int, max_connections: int, max_idle_s: float = 3.0) -> None:
+        self.host, self.port, self.max_idle_s = host, port, max_idle_s
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self._slots = asyncio.Semaphore(max_connections)
+        self.stale_retries = 0
+
+    @staticmethod
+    def build(method: str, path: str, body: bytes = b"",
+              headers: dict[str, str] | None = None) -> bytes:
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        now = time.monotonic()
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if now - since < self.max_idle_s:
+                return reader, writer, True
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return reader, writer, False
+
+    async def send(self, raw: bytes, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        async with self._slots:
+            for attempt in range(2):
+                reader, writer, reused = await self._connection()
+                status_line = b""
+                try:
+                    writer.write(raw)
+                    status_line = await asyncio.wait_for(reader.readline(), timeout)
+                    if not status_line:
+                        raise ConnectionResetError("connection closed before the response")
+                    headers: dict[str, str] = {}
+                    while (line := await reader.readline()) not in (b"\r\n", b""):
+                        key, _, value = line.decode("latin-1").partition(":")
+                        headers[key.strip().lower()] = value.strip()
+                    body = await reader.readexactly(int(headers.get("content-length", "0")))
+                except (ConnectionResetError, BrokenPipeError):
+                    writer.close()
+                    if reused and attempt == 0 and not status_line:  # stale: never read
+                        self.stale_retries += 1
+                        continue
+                    raise
+                except BaseException:
+                    writer.close()
+                    raise
+                if headers.get("connection", "").lower() == "close":
+                    writer.close()
+                else:
+                    self._idle.append((reader, writer, time.monotonic()))
+                return int(status_line.split()[1]), headers, body
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for _, writer, _ in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+async def _closed_loop(client: RawClient, request: bytes, workers: int,
+                       seconds: float) -> tuple[int, int]:
+    """`workers` clients back to back for `seconds`; returns (200s, others)."""
+    ok = other = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal ok, other
+        while time.perf_counter() < stop_at:
+            status, _, _ = await client.send(request)
+            if status == 200:
+                ok += 1
+            else:
+                other += 1
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return ok, other
+
+
+async def _open_loop(client: RawClient, request: bytes, rate: float, seconds: float,
+                     report: Report, latencies: list[float], rejections: list[float],
+                     statuses: Counter[int], max_in_flight: int) -> None:
+    """Arrivals every 1/rate s whatever the answers; each one a task."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one() -> None:
+        start = time.perf_counter()
+        try:
+            status, headers, _ = await client.send(request)
+        except Exception as exc:  # noqa: BLE001 - counted as lost
+            report.errors[type(exc).__name__] = report.errors.get(type(exc).__name__, 0) + 1
+            return
+        report.answered += 1
+        statuses[status] += 1
+        if status == 200:
+            latencies.append(time.perf_counter() - start)
+        elif status == 429:
+            rejections.append(time.perf_counter() - start)
+            report.retry_after_missing += "retry-after" not in headers
+
+    start = time.perf_counter()
+    n = 0
+    while (due := start + n / rate) < start + seconds:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(tasks) < max_in_flight:
+            task = asyncio.create_task(one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            report.sent += 1
+        else:
+            report.errors["client_backlog_full"] = report.errors.get("client_backlog_full", 0) + 1
+        n += 1
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+
+
+async def _drive(service: LiveService, *, duration_s: float, factor: float, texts: int,
+                 words: int, calibrate_s: float, max_in_flight: int,
+                 headers: dict[str, str]) -> Report:
+    report = Report(duration_s=duration_s)
+    body = json.dumps({"inputs": make_texts(texts, words)}).encode()
+    request = RawClient.build("POST", "/predict", body,
+                              {"Content-Type": "application/json", **headers})
+    client = RawClient("127.0.0.1", service.port, max_in_flight)
+    try:
+        queue = int(service.env.get("TEXTCLF_MAX_QUEUE_SIZE", "1024"))
+        workers = max(2, queue // texts)  # as many as the queue holds: full batches, no 429
+        await _closed_loop(client, request, workers, min(1.0, calibrate_s))  # warm-up
+        ok, _ = await _closed_loop(client, request, workers, calibrate_s)
+        report.capacity_rps = ok / calibrate_s
+        report.target_rps = factor * report.capacity_rps
+        report.rss_start_mb = service.rss() / 2**20
+
+        rss_samples: list[float] = []
+
+        async def sample_rss() -> None:
+            while True:
+                rss_samples.append(service.rss() / 2**20)
+                await asyncio.sleep(0.25)
+
+        sampler = asyncio.create_task(sample_rss())
+        latencies: list[float] = []
+        rejections: list[float] = []
+        statuses: Counter[int] = Counter()
+        await _open_loop(client, request, report.target_rps, duration_s, report, latencies,
+                         rejections, statuses, max_in_flight)
+        sampler.cancel()
+        report.rss_end_mb = service.rss() / 2**20
+        report.rss_mid_mb = rss_samples[len(rss_samples) // 2] if rss_samples else 0.0
+        report.rss_max_mb = max(rss_samples + [report.rss_end_mb])
+
+        report.ok, report.rejected_429 = statuses.pop(200, 0), statuses.pop(429, 0)
+        report.server_errors_5xx = sum(v for k, v in statuses.items() if k >= 500)
+        report.other_status = {str(k): v for k, v in sorted(statuses.items())}
+        report.lost = report.sent - report.answered
+        report.stale_retries = client.stale_retries
+        report.accepted_rps = report.ok / duration_s
+        report.p50_ms = _percentile(latencies, 0.50) * 1000
+        report.p99_ms = _percentile(latencies, 0.99) * 1000
+        report.max_ms = max(latencies, default=0.0) * 1000
+        report.p99_429_ms = _percentile(rejections, 0.99) * 1000
+
+        ready, _, _ = await client.send(RawClient.build("GET", "/health/ready", b"", headers))
+        after, _, _ = await client.send(request)
+        report.healthy_after = ready == 200 and after == 200
+    finally:
+        client.close()
+    return report
+
+
+def p99_bound_ms(capacity_rps: float, texts: int, queue_size: int, max_batch_size: int) -> float:
+    """What a bounded queue promises: an accepted request waits at most for the texts queued
+    ahead of it plus the batch running, at the measured rate; x3 and +200 ms for scheduling
+    noise (the load generator shares the machine)."""
+    texts_per_s = max(capacity_rps * texts, 1e-9)
+    return 3 * 1000 * (queue_size + max_batch_size) / texts_per_s + 200
+
+
+def check(report: Report, *, max_p99_ms: float, max_rss_growth_mb: float,
+          expect_429: bool = True) -> Report:
+    report.max_p99_ms = max_p99_ms
+    failures = report.failures
+    if report.other_status:
+        failures.append(f"statuses other than 200/429: {report.other_status}")
+    if report.retry_after_missing:
+        failures.append(f"{report.retry_after_missing} 429s without Retry-After")
+    if report.lost or report.errors:
+        failures.append(f"lost {report.lost} ({report.errors})")
+    if expect_429 and not report.rejected_429:
+        failures.append("no 429 at all: the load did not exceed capacity")
+    if not report.ok:
+        failures.append("no request accepted")
+    if report.p99_ms > max_p99_ms:
+        failures.append(f"p99 {report.p99_ms:.0f} ms > {max_p99_ms:.0f} ms")
+    if report.rss_end_mb - report.rss_start_mb > max_rss_growth_mb:
+        failures.append(f"RSS grew {report.rss_end_mb - report.rss_start_mb:.0f} MB")
+    if not report.healthy_after:
+        failures.append("not healthy afterwards")
+    return report
+
+
+def run_overload(model_dir: Path | str, *, duration_s: float = 20.0, factor: float = 2.0,
+                 queue_size: int = 64, max_batch_size: int = 32, texts: int = 8, words: int = 200,
+                 calibrate_s: float = 3.0, num_threads: int = 1, max_in_flight: int = 512,
+                 max_p99_ms: float | None = None, max_rss_growth_mb: float = 50.0,
+                 service: LiveService | None = None, headers: dict[str, str] | None = None
+                 ) -> Report:
+    """Start a service (unless given one), overload it, check the result."""
+    own = service is None
+    if service is None:
+        service = LiveService(model_dir, max_queue_size=queue_size, max_batch_size=max_batch_size,
+                              num_threads=num_threads, log_level="warning").start()
+    try:
+        report = asyncio.run(_drive(service, duration_s=duration_s, factor=factor, texts=texts,
+                                    words=words, calibrate_s=calibrate_s,
+                                    max_in_flight=max_in_flight, headers=headers or {}))
+    finally:
+        if own:
+            service.close()
+    if max_p99_ms is None:  # from the rate it served at under overload (the machine may be shared)
+        max_p99_ms = p99_bound_ms(min(report.capacity_rps, report.accepted_rps) or
+                                  report.capacity_rps, texts, queue_size, max_batch_size)
+    return check(report, max_p99_ms=max_p99_ms, max_rss_growth_mb=max_rss_growth_mb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, help="artifact to serve (default: build one)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of overload")
+    parser.add_argument("--factor", type=float, default=2.0, help="load / measured capacity")
+    parser.add_argument("--queue-size", type=int, default=64, help="TEXTCLF_MAX_QUEUE_SIZE")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="TEXTCLF_MAX_BATCH_SIZE")
+    parser.add_argument("--texts", type=int, default=8, help="texts per request")
+    parser.add_argument("--words", type=int, default=200, help="words per text")
+    parser.add_argument("--calibrate", type=float, default=3.0, help="seconds to measure capacity")
+    parser.add_argument("--threads", type=int, default=1, help="TEXTCLF_NUM_THREADS")
+    parser.add_argument("--max-p99-ms", type=float,
+                        help="default: 3 x (queue + one batch) at the measured rate + 200 ms")
+    parser.add_argument("--max-rss-growth-mb", type=float, default=50.0)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON too")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="textclf-bench-") as tmp:
+        model_dir = args.model_dir or build_artifact(Path(tmp) / "model")
+        report = run_overload(model_dir, duration_s=args.duration, factor=args.factor,
+                              queue_size=args.queue_size, max_batch_size=args.max_batch_size,
+                              texts=args.texts, words=args.words, calibrate_s=args.calibrate,
+                              num_threads=args.threads, max_p99_ms=args.max_p99_ms,
+                              max_rss_growth_mb=args.max_rss_growth_mb)
+    print(report.summary())
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    return 0 if not report.failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
