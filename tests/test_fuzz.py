@@ -12,10 +12,8 @@ each gets a 4xx with the JSON error shape, never a 5xx.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import CollectorRegistry
 from schemathesis import GenerationMode
 
+from bench import overload  # LiveService runs `python -m service`; run_overload drives it
 from service.config import Settings
 from service.main import create_app
 
@@ -102,15 +101,6 @@ def test_schema_describes_what_handlers_require() -> None:
 
 # ----------------------------------------------------------------------------- hostile inputs
 
-def _bench() -> object:
-    if "textclf_overload" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("textclf_overload",
-                                                      ROOT / "bench" / "overload.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["textclf_overload"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["textclf_overload"]
 
 
 MAX_BODY = 65_536
@@ -225,7 +215,7 @@ HOSTILE: list[tuple[str, str, str, bytes, dict[str, str], set[int]]] = [
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     model = build_artifact(tmp_path_factory.mktemp("hostile") / "model")
-    with _bench().LiveService(model, max_body_bytes=MAX_BODY) as service:  # type: ignore[attr-defined]
+    with overload.LiveService(model, max_body_bytes=MAX_BODY) as service:  # type: ignore[attr-defined]
         yield service
 
 

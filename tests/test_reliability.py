@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import importlib.util
 import inspect
 import json
 import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 import service.server
+from bench import overload  # LiveService runs `python -m service`; run_overload drives it
 from service.config import Settings
 from service.main import create_app
 
@@ -35,16 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "reliability-key"
 
 
-def _bench() -> object:
-    """bench/overload.py: LiveService runs `python -m service`, run_overload drives it."""
-    if "textclf_overload" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("textclf_overload",
-                                                      ROOT / "bench" / "overload.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["textclf_overload"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["textclf_overload"]
 
 
 def _error(response: object, status: int, error_type: str) -> None:
@@ -58,7 +47,7 @@ def _error(response: object, status: int, error_type: str) -> None:
 @pytest.mark.integration
 def test_overload_only_200_and_429_bounded_latency(tmp_path: Path) -> None:
     """bench/overload.py, short: twice the measured capacity for 5 s."""
-    bench = _bench()
+    bench = overload
     model = bench.build_artifact(tmp_path / "model")  # type: ignore[attr-defined]
     report = bench.run_overload(model, duration_s=5, calibrate_s=2)  # type: ignore[attr-defined]
     print("\n" + report.summary())
@@ -115,7 +104,7 @@ class ThreadedServer:
 
     def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
         options = service.server._uvicorn_options(settings)
-        options.update(port=_bench().free_port(), log_config=None)  # type: ignore[attr-defined]
+        options.update(port=overload.free_port(), log_config=None)  # type: ignore[attr-defined]
         self.port = options["port"]
         self.server = service.server.Server(uvicorn.Config(create_app(settings, registry), **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from conftest import build_artifact, sample
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from bench import overload  # LiveService runs `python -m service`; run_overload drives it
 from model.artifact import save_artifact
 from model.network import LSTMClassifier, ModelConfig
 from model.tokenizer import Vocabulary
@@ -39,16 +39,6 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXT = "the team won the cup final"
 
 
-def _bench() -> object:
-    """bench/overload.py: LiveService runs `python -m service` as a subprocess."""
-    if "textclf_overload" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("textclf_overload",
-                                                      ROOT / "bench" / "overload.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["textclf_overload"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["textclf_overload"]
 
 
 # ----------------------------------------------------------------------------- corruptions
@@ -302,7 +292,7 @@ def test_reload_under_load_zero_failures(tmp_path: Path) -> None:
     """Threads send /predict non-stop to a live server while it is reloaded 6 times (two
     artifacts, alternately) and once refused (bad artifact): every request answers 200, with
     the scores of one model or the other, never a mix."""
-    bench = _bench()
+    bench = overload
     dirs = [build_artifact(tmp_path / f"v{i}", seed=i, max_length=64) for i in (1, 2)]
     bad = build_artifact(tmp_path / "bad", seed=3)
     _flip_byte(bad)
@@ -387,7 +377,7 @@ def _close(got: list, expected: list) -> bool:
 
 @pytest.mark.integration
 def test_sighup_reloads_and_refuses_bad_artifact(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = overload
     v1, v2 = (build_artifact(tmp_path / f"v{i}", seed=i) for i in (1, 2))
     bad = build_artifact(tmp_path / "bad", seed=3)
     _tamper_vocab(bad)

@@ -8,37 +8,27 @@ and exits 0 within TEXTCLF_SHUTDOWN_TIMEOUT_S, even if a client never finishes i
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from bench import overload  # LiveService runs `python -m service`; run_overload drives it
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
-def _bench() -> object:
-    """bench/overload.py: LiveService runs `python -m service` as a subprocess."""
-    if "textclf_overload" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("textclf_overload",
-                                                      ROOT / "bench" / "overload.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["textclf_overload"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["textclf_overload"]
 
 
 @pytest.fixture(scope="module")
 def heavy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Big enough that a few hundred long texts keep the inference thread busy for a while."""
-    return _bench().build_artifact(tmp_path_factory.mktemp("shutdown") / "model")  # type: ignore[attr-defined]
+    return overload.build_artifact(tmp_path_factory.mktemp("shutdown") / "model")  # type: ignore[attr-defined]
 
 
 class Trickler:
@@ -72,7 +62,7 @@ def _keepalive(port: int) -> http.client.HTTPConnection:
 
 
 def test_sigterm_drains_accepted_requests_and_exits_0(heavy_model: Path) -> None:
-    bench = _bench()
+    bench = overload
     timeout_s = 20
     texts = bench.make_texts(64, 200)  # type: ignore[attr-defined]
     heavy = json.dumps({"inputs": texts}).encode()
@@ -133,7 +123,7 @@ def test_readiness_is_503_at_once_on_sigterm(tmp_path: Path) -> None:
     0.1 s) closes idle connections: a probe sent right after SIGTERM on an open keep-alive
     connection is answered 503. If uvicorn closed that connection first (nothing answered; a
     sub-millisecond window), the check is inconclusive and runs again on a fresh process."""
-    bench = _bench()
+    bench = overload
     model = bench.build_artifact(tmp_path / "model", hidden_size=8, embedding_dim=8)  # type: ignore[attr-defined]
     outcomes = []
     for _ in range(3):
@@ -160,7 +150,7 @@ def test_readiness_is_503_at_once_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_stuck_client_cannot_hold_shutdown_past_the_timeout(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = overload
     model = bench.build_artifact(tmp_path / "model", hidden_size=8, embedding_dim=8)  # type: ignore[attr-defined]
     with bench.LiveService(model, shutdown_timeout_s=2) as live:  # type: ignore[attr-defined]
         stuck = Trickler(live.port, json.dumps({"inputs": "never finished"}).encode())

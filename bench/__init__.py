@@ -1,0 +1,1 @@
+"""Benchmarks: serving (HTTP, against peer servers), in-process, startup. See bench/README.md."""
