@@ -1,5 +1,8 @@
 """The LSTM text classifier: embedding -> LSTM (packed) -> pooling over time -> dropout -> linear.
 
+Inference on the CPU skips the packing when there is little padding (see `_run_unpacked`):
+same results up to float rounding, about 1.5x faster.
+
 Shapes: B batch, T time steps (tokens), E embedding dim, H hidden size, D directions (1 or 2),
 C classes.
 """
@@ -13,6 +16,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 POOLINGS = ("max", "mean", "last")
+# Inference takes the unpacked LSTM (one oneDNN kernel per direction, ~1.5x faster per step than
+# the packed CPU loop) when at least this share of the padded (B, T) grid is real tokens.
+UNPACKED_MIN_FILL = 0.7
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,24 @@ class LSTMClassifier(nn.Module):
         """Per-token LSTM outputs (B, T, H*D) zero past each length, and the final hidden states
         h_n (layers*D, B, H). `embedded` (B, T, E) overrides the embedding lookup (attributions)."""
         x = self.embedding(ids) if embedded is None else embedded  # (B, T, E)
+        return self._states(x, lengths)
+
+    def _states(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._unpacked_is_faster(x, lengths):
+            return _encode_unpacked(self.lstm, x, lengths)
         # Packing makes the LSTM stop at each text's length, so padding never reaches the state.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return states, h_n
+
+    def _unpacked_is_faster(self, x: torch.Tensor, lengths: torch.Tensor) -> bool:
+        """Inference on the CPU with oneDNN, with little padding: see `_run_unpacked`."""
+        if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[1] == 0:
+            return False
+        if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return False  # the plain unpacked CPU kernel is no faster than the packed one
+        return int(lengths.sum()) >= UNPACKED_MIN_FILL * x.shape[0] * x.shape[1]
 
     def pool(self, states: torch.Tensor, h_n: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, H*D) -> (B, H*D) by max / mean over the valid steps, or the last hidden state."""
@@ -89,10 +108,102 @@ class LSTMClassifier(nn.Module):
     def features(self, ids: torch.Tensor, lengths: torch.Tensor,
                  embedded: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled text vectors (B, H*D): what /embed returns for whole texts."""
-        states, h_n = self.encode(ids, lengths, embedded)
+        x = self.embedding(ids) if embedded is None else embedded  # (B, T, E)
+        if self.config.pooling != "last" and self._unpacked_is_faster(x, lengths):
+            return _pooled_unpacked(self.lstm, x, lengths, self.config.pooling == "max")
+        states, h_n = self._states(x, lengths)
         return self.pool(states, h_n, lengths)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor,
                 embedded: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, T) long, lengths (B,) long >= 1 -> logits (B, C)."""
         return self.classifier(self.dropout(self.features(ids, lengths, embedded)))
+
+
+# Inference without packing (CPU, little padding). Everything runs time-major, (T, B, ...),
+# the layout the LSTM kernel works in; rows of the (T*B, F) view are t * B + b.
+
+
+def _reversed_rows(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """Rows that reverse each text's first `length` steps and keep its padding in place
+    (applying them twice is the identity)."""
+    t = torch.arange(steps)[:, None]
+    lengths = lengths.cpu()[None, :]
+    within = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
+    return (within * lengths.shape[1] + torch.arange(lengths.shape[1])).reshape(-1)
+
+
+def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(T, B, F) -> those rows of its (T*B, F) view, same shape (index_select: ~5x faster than
+    the equivalent gather)."""
+    return x.reshape(-1, x.shape[2]).index_select(0, rows).view(-1, *x.shape[1:])
+
+
+def _direction(lstm: nn.LSTM, x: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
+    """One direction of one layer over padded (T, B, in) input, from zero state -> (T, B, H)."""
+    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+    params = [getattr(lstm, f"{kind}{suffix}") for kind in ("weight_ih", "weight_hh")]
+    if lstm.bias:
+        params += [getattr(lstm, f"bias_ih{suffix}"), getattr(lstm, f"bias_hh{suffix}")]
+    zeros = x.new_zeros(1, x.shape[1], lstm.hidden_size)
+    return torch.lstm(x, (zeros, zeros), params, lstm.bias, 1, 0.0, False, False, False)[0]
+
+
+def _run_unpacked(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor,
+                  want_h_n: bool) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+    """x (T, B, E) -> the last layer's outputs per direction, the backward one still reversed
+    within each length; h_n (layers*D, B, H) if `want_h_n`; the reversing rows.
+
+    Forward states at t < length never see the padding that follows. The backward direction
+    runs forward over each text reversed within its length (padding stays at the end); its
+    state after the text's first token is the one at step length - 1."""
+    steps, batch = x.shape[:2]
+    reverse = _reversed_rows(lengths, steps).to(x.device)
+    last = ((lengths.cpu() - 1) * batch + torch.arange(batch)).to(x.device) if want_h_n else None
+    finals, outputs = [], [x]
+    for layer in range(lstm.num_layers):
+        if layer:  # the next layer reads both directions in text order
+            x = torch.cat([outputs[0], _rows(outputs[1], reverse)], dim=2) if len(outputs) > 1 else outputs[0]
+        outputs = [_direction(lstm, x, layer, False)]
+        if lstm.bidirectional:
+            outputs.append(_direction(lstm, _rows(x, reverse), layer, True))
+        if last is not None:
+            finals += [_rows(out, last)[0] for out in outputs]
+    return outputs, torch.stack(finals) if finals else None, reverse
+
+
+def _encode_unpacked(lstm: nn.LSTM, x: torch.Tensor,
+                     lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the packed LSTM returns for batch-first x (B, T, E), up to float rounding."""
+    steps = x.shape[1]
+    if int(lengths.min()) == steps:  # no padding at all (always so for one text): one call
+        states, (h_n, _) = lstm(x)
+        return states, h_n
+    outputs, h_n, reverse = _run_unpacked(lstm, x.transpose(0, 1).contiguous(), lengths, True)
+    assert h_n is not None
+    if len(outputs) > 1:
+        outputs[1] = _rows(outputs[1], reverse)
+    states = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]  # (T, B, H*D)
+    padded = torch.arange(steps, device=x.device)[:, None] >= lengths.to(x.device)[None, :]
+    return states.masked_fill(padded[:, :, None], 0.0).transpose(0, 1), h_n
+
+
+def _pooled_unpacked(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor,
+                     use_max: bool) -> torch.Tensor:
+    """Max or mean pooling of the unpacked last layer, per direction: neither cares about the
+    order of the steps, so the backward states are pooled as they come, never reversed back or
+    concatenated, and the padded steps are overwritten in place (the same rows both ways)."""
+    steps = x.shape[1]
+    if int(lengths.min()) == steps:
+        outputs, padding = [lstm(x)[0].transpose(0, 1)], None  # batch-first view of (T, B, F)
+    else:
+        outputs, _, _ = _run_unpacked(lstm, x.transpose(0, 1).contiguous(), lengths, False)
+        padded = torch.arange(steps)[:, None] >= lengths.cpu()[None, :]  # (T, B)
+        padding = padded.reshape(-1).nonzero().squeeze(1).to(x.device)
+    pooled = []
+    for out in outputs:  # (T, B, H), contiguous, ours to overwrite
+        if padding is not None:
+            out.view(-1, out.shape[2]).index_fill_(0, padding, float("-inf") if use_max else 0.0)
+        pooled.append(out.amax(dim=0) if use_max
+                      else out.sum(dim=0) / lengths.to(out.device, out.dtype)[:, None])
+    return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
+
 from service.errors import ErrorType, ServiceError, overloaded
 from service.metrics import Metrics
 from service.predictor import BatchOutput, Predictor
@@ -52,6 +54,10 @@ class Batcher:
         self._closing = False
 
     def start(self) -> None:
+        # On the event loop thread too (it runs the small torch work of /embed): OpenMP and MKL
+        # keep the setting per thread, and a thread that ran torch before it was set keeps
+        # torch's default, which on a busy machine made small ops 10-40x slower (spinning).
+        torch.set_num_threads(self.predictor.num_threads)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="textclf-batcher")
 
     @property

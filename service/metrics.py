@@ -7,6 +7,10 @@ becomes a label value.
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -73,13 +77,19 @@ class Metrics:
                            multiprocess_mode="livemin", registry=r)
         self.reloads = Counter("textclf_model_reloads", "Model reload attempts by result",
                                ["result"], registry=r)
+        self._model_labels: tuple[str, str] | None = None
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
         else:
             MultiProcessCollector(registry, path=multiprocess_dir)
 
     def set_model(self, version: str, device: str) -> None:
-        self.model_info.clear()
+        if self.multiprocess_dir is None:
+            self.model_info.clear()
+        elif self._model_labels not in (None, (version, device)):
+            # clear() is not implemented in multiprocess mode: zero the previous model instead
+            self.model_info.labels(*self._model_labels).set(0)
+        self._model_labels = (version, device)
         self.model_info.labels(version=version, device=device).set(1)
 
     def observe_texts(self, token_counts: list[int], unk_counts: list[int]) -> None:
@@ -88,4 +98,30 @@ class Metrics:
             self.oov_ratio.observe(unknown / tokens if tokens else 0.0)
 
     def render(self) -> bytes:
+        if self.multiprocess_dir is not None:
+            forget_dead_workers(self.multiprocess_dir)
         return generate_latest(self.registry)
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Drop the live gauges (ready, queue depth, model info) of worker processes that are gone.
+
+    uvicorn replaces workers (SIGHUP, a hung worker) and ends them by a signal, so nothing in
+    the worker gets to call prometheus-client's mark_process_dead; without this, textclf_ready
+    (livemin) stayed 0 for good after the first replacement and textclf_model_info listed dead
+    pids. Counters and histograms of dead workers stay: totals must never go down."""
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = os.path.basename(path)[: -len(".db")].rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):  # another worker's scrape may remove it first
+                os.remove(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

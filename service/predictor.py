@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,25 @@ class BatchOutput:
     features: torch.Tensor            # (B, F) pooled text vectors, on the CPU
 
 
+# A text starts a new length bucket when it is this many times, and this many tokens, longer
+# than the shortest in the current one: padding a 30-token text to 256 costs as much as 8 more
+# texts, while splitting a batch of similar lengths makes the per-step matrix products smaller
+# (per token ~7% slower at 16 rows than at 32), so only outliers get their own bucket.
+BUCKET_RATIO, BUCKET_SLACK = 1.5, 8
+
+
+def length_buckets(sizes: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) ranges over ascending `sizes`."""
+    ranges, start = [], 0
+    for i, size in enumerate(sizes):
+        low = max(sizes[start], 1)
+        if size > low * BUCKET_RATIO and size - low > BUCKET_SLACK:
+            ranges.append((start, i))
+            start = i
+    ranges.append((start, len(sizes)))
+    return ranges
+
+
 class Predictor:
     def __init__(self, artifact: Artifact, device: torch.device, max_tokens: int | None = None):
         self.artifact = artifact
@@ -28,6 +48,9 @@ class Predictor:
         self.device = device
         self.labels = artifact.labels
         self.max_tokens = min(max_tokens or artifact.max_length, artifact.max_length)
+        # torch intra-op threads as set where the model was loaded (TEXTCLF_NUM_THREADS); the
+        # batcher applies it to the event loop thread too
+        self.num_threads = torch.get_num_threads()
         weight = self.model.embedding.weight.detach().float().cpu()  # (V, E)
         self.embedding = weight
         # unit rows for cosine-similarity neighbours; <pad> is all zero, keep it at zero
@@ -47,17 +70,32 @@ class Predictor:
 
     @torch.inference_mode()
     def run_batch(self, encoded: list[list[int]]) -> BatchOutput:
-        """One forward pass over already-truncated id lists, padded to the longest."""
-        lengths = torch.tensor([max(1, len(e)) for e in encoded], dtype=torch.long)
-        ids = torch.full((len(encoded), int(lengths.max())), PAD_ID, dtype=torch.long)
-        for row, seq in enumerate(encoded):
-            if seq:
-                ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        features = self.model.features(ids.to(self.device), lengths.to(self.device))  # (B, F)
+        """One batch of already-truncated id lists; texts of similar length run together (see
+        `length_buckets`), each bucket padded to its longest. Rows come back in input order."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        ranges = length_buckets([len(encoded[i]) for i in order])
+        if len(ranges) == 1:
+            features = self._features(encoded)  # (B, F)
+        else:
+            parts = [self._features([encoded[i] for i in order[a:b]]) for a, b in ranges]
+            back = torch.tensor(order).argsort().to(self.device)  # sorted rows -> input order
+            features = torch.cat(parts).index_select(0, back)
         logits = self.model.classifier(features).float()  # (B, C); dropout is off in eval
         probabilities = torch.softmax(logits, dim=1)  # subtracts the max: no overflow, no NaN
         return BatchOutput(probabilities.cpu().tolist(), logits.cpu().tolist(),
                            features.float().cpu())
+
+    def _features(self, encoded: list[list[int]]) -> torch.Tensor:
+        sizes = [len(e) or 1 for e in encoded]  # an empty text is one <pad>
+        width = max(sizes)
+        # padded rows in one int64 buffer that the tensor then shares (no per-row tensors)
+        flat, padding = array("q"), array("q", [PAD_ID]) * width
+        for seq in encoded:
+            flat.extend(seq)
+            flat.extend(padding[: width - len(seq)])
+        ids = torch.frombuffer(flat, dtype=torch.long).view(len(encoded), width)
+        lengths = torch.tensor(sizes, dtype=torch.long)
+        return self.model.features(ids.to(self.device), lengths.to(self.device))  # (B, F)
 
     def warmup(self) -> None:
         self.run_batch([self.encode(t)[: self.max_tokens] for t in WARMUP_TEXTS])

@@ -1,0 +1,52 @@
+"""The serving benchmark's table and ratios (textclf's requests/s over each other system's)."""
+
+from __future__ import annotations
+
+REFERENCE = "textclf"
+
+
+def ratios(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{other system: {concurrency: textclf rps / other rps}} at the concurrencies both ran."""
+    ref = {r["concurrency"]: r["rps"] for r in rows if r["system"] == REFERENCE}
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["system"] != REFERENCE and r["concurrency"] in ref and r["rps"] > 0:
+            out.setdefault(r["system"], {})[str(r["concurrency"])] = round(
+                ref[r["concurrency"]] / r["rps"], 2)
+    return out
+
+
+def table_lines(results: dict) -> list[str]:
+    ratio = results.get("ratios", {})
+    head = (f"| {'system':<14} | {'conc':>4} | {'req/s':>8} | {'p50 ms':>7} | {'p90 ms':>7} | "
+            f"{'p99 ms':>7} | {'errors':>6} | {'textclf ×':>9} | {'CPU ms/req':>10} | "
+            f"{'cores srv/wrk/other':>19} |")
+    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    for r in results["rows"]:
+        x = ratio.get(r["system"], {}).get(str(r["concurrency"]))
+        cpu = r["cpu_cores"][len(r["cpu_cores"]) // 2]
+        lines.append(
+            f"| {r['system']:<14} | {r['concurrency']:>4} | {r['rps']:>8.0f} | {r['p50_ms']:>7.2f} | "
+            f"{r['p90_ms']:>7.2f} | {r['p99_ms']:>7.2f} | {r['errors']:>6} | "
+            f"{(f'{x:.2f}' if x else '-'):>9} | {_num(r.get('server_cpu_ms_per_request')):>10} | "
+            + f"{cpu['server']:.2f}/{cpu['loadgen']:.2f}/{cpu['other']:.2f}".rjust(19) + " |")
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_table(results: dict) -> None:
+    print()
+    print("\n".join(table_lines(results)))
+    m = results["meta"]
+    print(f"\n{m['duration_s']:g} s per run, {m['repeat']} run(s) per point (median), "
+          f"{m['warmup_s']:g} s warm-up after start + {m.get('point_warmup_s', 0):g} s per point, "
+          f"{m['words']}-word texts; "
+          f"load average {m['loadavg_start'][0]:.2f} -> {m.get('loadavg_end', [0])[0]:.2f}")
+    print("textclf × = textclf's requests/s divided by that system's, same concurrency; "
+          "CPU ms/req = server CPU time per request; cores = CPU used by the server / wrk / "
+          "everything else on the machine during the run (median run)")
+    for label, reason in results.get("skipped", {}).items():
+        print(f"SKIPPED {label}: {reason}")
