@@ -4,6 +4,10 @@ import pytest
 
 from service.config import Settings
 
+JSON = {"content-type": "application/json"}
+PLAIN = {"content-type": "text/plain"}
+XML = {"content-type": "application/xml"}
+
 CASES = [
     ("empty string", {"json": {"inputs": ""}}, 400, "empty"),
     ("blank string", {"json": {"inputs": "   "}}, 400, "empty"),
@@ -16,18 +20,19 @@ CASES = [
     ("negative top_k", {"json": {"inputs": "a", "top_k": -1}}, 422, "validation"),
     ("absurd top_k", {"json": {"inputs": "a", "top_k": 10**12}}, 422, "validation"),
     ("string truncate", {"json": {"inputs": "a", "truncate": "yes"}}, 422, "validation"),
-    ("malformed json", {"content": b'{"inputs": ', "headers": {"content-type": "application/json"}}, 422, "validation"),
+    ("malformed json", {"content": b'{"inputs": ', "headers": JSON}, 422, "validation"),
     ("array body", {"json": ["a"]}, 422, "validation"),
-    ("invalid utf-8", {"content": b'{"inputs": "\xff\xfe"}', "headers": {"content-type": "application/json"}}, 422, "validation"),
-    ("invalid utf-8 plain", {"content": b"\xff\xfe", "headers": {"content-type": "text/plain"}}, 422, "validation"),
-    ("deep nesting", {"content": b"[" * 5000 + b"]" * 5000, "headers": {"content-type": "application/json"}}, 422, "validation"),
-    ("wrong media type", {"content": b"<x/>", "headers": {"content-type": "application/xml"}}, 415, "unsupported_media_type"),
+    ("invalid utf-8", {"content": b'{"inputs": "\xff\xfe"}', "headers": JSON}, 422, "validation"),
+    ("invalid utf-8 plain", {"content": b"\xff\xfe", "headers": PLAIN}, 422, "validation"),
+    ("deep nesting", {"content": b"[" * 5000 + b"]" * 5000, "headers": JSON}, 422, "validation"),
+    ("wrong media type", {"content": b"<x/>", "headers": XML}, 415, "unsupported_media_type"),
     ("too many inputs", {"json": {"inputs": ["a"] * 65}}, 413, "payload_too_large"),
     ("text too long", {"json": {"inputs": "a" * 20_001}}, 413, "payload_too_large"),
 ]
 
 
-@pytest.mark.parametrize(("name", "request_kwargs", "status", "error_type"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("name", "request_kwargs", "status", "error_type"), CASES,
+                         ids=[c[0] for c in CASES])
 def test_predict_errors(client, name, request_kwargs, status, error_type):
     reply = client.post("/predict", **request_kwargs)
     assert reply.status_code == status, reply.text

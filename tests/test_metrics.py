@@ -48,8 +48,8 @@ def test_exposition_has_no_request_text(client):
 async def test_concurrent_requests_share_a_forward_pass(settings_factory, registry):
     app = create_app(settings_factory(max_batch_delay_ms=50), registry)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=transport, base_url="http://t") as http):
             # hold the inference thread so that requests pile up behind it
             serving = app.state.textclf.serving
             original = serving.predictor.run_batch

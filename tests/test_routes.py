@@ -24,7 +24,7 @@ def test_predict_one_text_matches_the_model_exactly(client, artifact_dir):
     scores = [d["score"] for d in body]
     assert scores == sorted(scores, reverse=True)
     assert math.isclose(sum(scores), 1.0, rel_tol=1e-5)
-    want = dict(zip(LABELS, expected_probabilities(artifact_dir, ["the team won the cup"])[0]))
+    want = dict(zip(LABELS, expected_probabilities(artifact_dir, ["the team won the cup"])[0], strict=True))
     for item in body:
         assert math.isclose(item["score"], want[item["label"]], rel_tol=1e-5)
 
@@ -34,7 +34,7 @@ def test_predict_list_keeps_order_and_top_k(client, artifact_dir):
     body = client.post("/predict", json={"inputs": texts, "top_k": 1}).json()
     assert len(body) == 3 and all(len(row) == 1 for row in body)
     want = expected_probabilities(artifact_dir, texts)
-    for row, probs in zip(body, want):
+    for row, probs in zip(body, want, strict=True):
         assert row[0]["label"] == LABELS[max(range(3), key=probs.__getitem__)]
 
 
@@ -44,12 +44,12 @@ def test_raw_scores_are_logits(client, artifact_dir):
     ids, lengths = artifact.vocab.encode_batch(["bank rates"])
     with torch.no_grad():
         logits = artifact.model(ids, lengths)[0].tolist()
-    assert sorted(d["score"] for d in body) == sorted(logits) or all(
-        math.isclose(a, b, rel_tol=1e-5) for a, b in zip(sorted(d["score"] for d in body), sorted(logits)))
+    got = sorted(d["score"] for d in body)
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(got, sorted(logits), strict=True))
 
 
 def test_plain_text_body_is_one_text(client):
-    reply = client.post("/predict", content="the team won".encode(),
+    reply = client.post("/predict", content=b"the team won",
                         headers={"content-type": "text/plain; charset=utf-8"})
     assert reply.status_code == 200
     assert isinstance(reply.json(), list) and "label" in reply.json()[0]
