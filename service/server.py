@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import tempfile
@@ -118,7 +119,7 @@ def _uvicorn_options(settings: Settings) -> dict:
         "host": settings.host, "port": settings.port, "loop": "uvloop",
         "http": LimitedHttpToolsProtocol,
         "log_config": log_config(settings.log_level, settings.log_format),
-        "access_log": False, "timeout_graceful_shutdown": int(settings.shutdown_timeout_s) or None,
+        "access_log": False, "timeout_graceful_shutdown": max(1, math.ceil(settings.shutdown_timeout_s)),
         "timeout_keep_alive": 5, "limit_concurrency": 4096, "backlog": 2048,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         # workers: uvicorn kills a worker that does not answer its ping within this; importing
