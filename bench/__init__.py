@@ -1,1 +1,2 @@
-"""Benchmarks: serving (HTTP, against peer servers), in-process, startup. See bench/README.md."""
+"""Benchmarks: accuracy, serving (HTTP, against peer servers), in-process, startup, overload,
+workers. Commands and last results: the README's Performance section."""

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     max_tokens: int | None = Field(None, ge=1, description="truncation; default: the model's")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="request body limit -> 413")
     max_explain_tokens: int = Field(256, ge=1, description="tokens /explain accepts -> 422")
-    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset means 1")
     api_key: SecretStr | None = Field(None, description="when set, required on all but health")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["text", "json"] = "text"
