@@ -44,28 +44,33 @@ def test_exposition_has_no_request_text(client):
     assert "textclf_queue_depth 0.0" in text
 
 
+def hold_inference(serving) -> asyncio.Event:
+    """Make the inference thread wait for the returned event before each forward pass, so that
+    requests pile up behind the one being computed."""
+    original = serving.predictor.run_batch
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def blocked(encoded):
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=5)
+        return original(encoded)
+
+    serving.predictor.run_batch = blocked
+    return release
+
+
 @pytest.mark.anyio
 async def test_concurrent_requests_share_a_forward_pass(settings_factory, registry):
     app = create_app(settings_factory(max_batch_delay_ms=50), registry)
     transport = httpx.ASGITransport(app=app)
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=transport, base_url="http://t") as http):
-            # hold the inference thread so that requests pile up behind it
-            serving = app.state.textclf.serving
-            original = serving.predictor.run_batch
-            gate = asyncio.Event()
-            loop = asyncio.get_running_loop()
-
-            def slow_first(encoded):
-                asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(timeout=5)
-                return original(encoded)
-
-            serving.predictor.run_batch = slow_first
-            calls = [http.post("/predict", json={"inputs": f"goal {i}"}) for i in range(12)]
-            tasks = [asyncio.create_task(c) for c in calls]
-            await asyncio.sleep(0.2)
-            gate.set()
-            replies = await asyncio.gather(*tasks)
+        gate = hold_inference(app.state.textclf.serving)
+        calls = [http.post("/predict", json={"inputs": f"goal {i}"}) for i in range(12)]
+        tasks = [asyncio.create_task(c) for c in calls]
+        await asyncio.sleep(0.2)
+        gate.set()
+        replies = await asyncio.gather(*tasks)
     assert all(r.status_code == 200 for r in replies)
     batches = sample(registry, "textclf_batch_size_count")
     texts = sample(registry, "textclf_batch_size_sum")
@@ -80,16 +85,7 @@ async def test_full_queue_answers_429_at_once(settings_factory, registry):
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            serving = app.state.textclf.serving
-            original = serving.predictor.run_batch
-            release = asyncio.Event()
-            loop = asyncio.get_running_loop()
-
-            def blocked(encoded):
-                asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=5)
-                return original(encoded)
-
-            serving.predictor.run_batch = blocked
+            release = hold_inference(app.state.textclf.serving)
             first = asyncio.create_task(http.post("/predict", json={"inputs": "a"}))
             await asyncio.sleep(0.1)  # `first` is now inside the forward pass
             queued = asyncio.create_task(http.post("/predict", json={"inputs": ["b", "c"]}))
