@@ -28,7 +28,7 @@ from model.train import run as train_run  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 # Per-dataset LSTM settings: long newsgroup posts keep more tokens.
 LSTM_OPTIONS = {
-    "20ng": ["--max-length", "400"],
+    "20ng": ["--max-length", "400", "--epochs", "12"],
     "r8": ["--max-length", "256"],
     "r52": ["--max-length", "256"],
     "bbc": ["--max-length", "256"],
@@ -110,6 +110,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merged(target: Path, rows: list[dict]) -> list[dict]:
+    """Earlier results for other (dataset, system) pairs are kept: datasets can be run one at a time."""
+    new = {(r["dataset"], r["system"]) for r in rows}
+    old = json.loads(target.read_text()) if target.exists() else []
+    return [r for r in old if (r["dataset"], r["system"]) not in new] + rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,7 +143,7 @@ def main() -> int:
     print(table(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / ("ablation.json" if args.ablation else "accuracy.json")
-    target.write_text(json.dumps(rows, indent=2) + "\n")
+    target.write_text(json.dumps(merged(target, rows), indent=2) + "\n")
     return 0
 
 

@@ -1,8 +1,10 @@
 """Micro-batching: concurrent requests share one forward pass.
 
 One asyncio task takes every queued job (up to `max_batch_size` texts) and runs the forward
-pass on a dedicated inference thread. While that runs, new jobs pile up and form the next
-batch, so under load batches fill by themselves. The task waits up to `max_delay_s` for more
+pass, on a dedicated inference thread (`threaded`, the GPU default) or on the event loop itself
+(the CPU default: one core is busy either way, and inline there are no thread hand-offs). While
+it runs, new requests pile up (in the socket buffers when inline) and form the next batch, so
+under load batches fill by themselves. The task waits up to `max_delay_s` for more
 only while requests are known to be on their way (`arriving`): a lone request never waits.
 The queue is bounded in texts; a full queue answers at once with `overloaded` (429).
 """
@@ -41,7 +43,7 @@ class JobResult:
 
 class Batcher:
     def __init__(self, predictor: Predictor, metrics: Metrics, max_batch_size: int,
-                 max_delay_s: float, max_queue_size: int) -> None:
+                 max_delay_s: float, max_queue_size: int, threaded: bool = True) -> None:
         self.predictor, self.metrics = predictor, metrics
         self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_s
         self.max_queue_size = max_queue_size
@@ -49,7 +51,8 @@ class Batcher:
         self._queued_texts = 0
         self.arriving = 0  # requests parsed but not yet submitted (see module docstring)
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="textclf-inference")
+        self._executor = (ThreadPoolExecutor(1, thread_name_prefix="textclf-inference")
+                          if threaded else None)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -105,8 +108,13 @@ class Batcher:
             except TimeoutError:
                 break
 
-    async def _run(self) -> None:
+    async def _forward(self, encoded: list[list[int]]) -> BatchOutput:
+        if self._executor is None:
+            return self.predictor.run_batch(encoded)
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
+
+    async def _run(self) -> None:
         while not (self._closing and not self._jobs):
             if not self._jobs:
                 self._wakeup.clear()
@@ -119,7 +127,7 @@ class Batcher:
             started = time.perf_counter()
             encoded = [e for job in batch for e in job.encoded]
             try:
-                output = await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
+                output = await self._forward(encoded)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for job in batch:
                     if not job.future.done():
@@ -156,4 +164,5 @@ class Batcher:
             job = self._jobs.popleft()
             if not job.future.done():
                 job.future.set_exception(ServiceError(ErrorType.unhealthy, "shut down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

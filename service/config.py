@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2_000_000, ge=1024, description="request body limit -> 413")
     max_explain_tokens: int = Field(256, ge=1, description="tokens /explain accepts -> 422")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset means 1")
+    inference_thread: bool | None = Field(
+        None, description="forward passes on their own thread; unset: yes on CUDA, no on CPU")
     api_key: SecretStr | None = Field(None, description="when set, required on all but health")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["text", "json"] = "text"
@@ -42,7 +44,8 @@ class Settings(BaseSettings):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
 
-    @field_validator("api_key", "max_tokens", "num_threads", "multiproc_dir", mode="before")
+    @field_validator("api_key", "max_tokens", "num_threads", "multiproc_dir", "inference_thread",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # compose and k8s pass `VAR=` for "not set"

@@ -86,8 +86,7 @@ def label_scores(serving: Serving, result: JobResult, single: bool, *, raw_score
     probabilities = result.output.probabilities
     for row in probabilities:
         best = max(range(len(row)), key=row.__getitem__)
-        metrics.predictions.labels(label=labels[best]).inc()
-        metrics.prediction_confidence.observe(row[best])
+        metrics.count_prediction(labels[best], row[best])
     scores = result.output.logits if raw_scores else probabilities
     ranked = [rank(row, labels, top_k) for row in scores]
     return ranked[0] if single else ranked

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import Receive, Scope, Send
 
 from service import __version__
 from service.admin import install_sighup
@@ -42,12 +44,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         remove_sighup()
 
 
+class TextclfApp(FastAPI):
+    """FastAPI with RequestMiddleware in front of everything for HTTP (not via add_middleware:
+    there it would sit inside ServerErrorMiddleware and FastAPI's own layers, which /predict's
+    fast path then still crossed on every request)."""
+
+    front: RequestMiddleware
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"] = self  # as Starlette.__call__ does; the fast path reads app.state
+            await self.front(scope, receive, send)
+        else:  # lifespan
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None,
                registry: CollectorRegistry | None = None) -> FastAPI:
     settings = settings or Settings()
     multiproc = str(settings.multiproc_dir) if settings.multiproc_dir else None
     metrics = Metrics(registry or CollectorRegistry(), multiproc)
-    app = FastAPI(title="textclf", version=__version__, lifespan=lifespan,
+    app = TextclfApp(title="textclf", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,
                   description="Text classification with an LSTM: labels, word and text vectors, "
                               "tokens, Prometheus metrics.")
@@ -58,5 +75,5 @@ def create_app(settings: Settings | None = None,
     app.include_router(admin_router)
     app.include_router(explain_router)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    app.add_middleware(RequestMiddleware, metrics=metrics, api_key=api_key)
+    app.front = RequestMiddleware(partial(FastAPI.__call__, app), metrics, api_key)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -78,6 +79,7 @@ class Metrics:
         self.reloads = Counter("textclf_model_reloads", "Model reload attempts by result",
                                ["result"], registry=r)
         self._model_labels: tuple[str, str] | None = None
+        self._predicted: dict[str, Any] = {}  # predictions' children: labels() costs a lookup
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
         else:
@@ -91,6 +93,13 @@ class Metrics:
             self.model_info.labels(*self._model_labels).set(0)
         self._model_labels = (version, device)
         self.model_info.labels(version=version, device=device).set(1)
+
+    def count_prediction(self, label: str, confidence: float) -> None:
+        child = self._predicted.get(label)
+        if child is None:  # one per model label: a small, fixed set
+            child = self._predicted[label] = self.predictions.labels(label=label)
+        child.inc()
+        self.prediction_confidence.observe(confidence)
 
     def observe_texts(self, token_counts: list[int], unk_counts: list[int]) -> None:
         for tokens, unknown in zip(token_counts, unk_counts, strict=True):

@@ -10,6 +10,7 @@ holds it any more, so requests in flight finish on the old model and none fail.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,16 @@ from service.metrics import Metrics
 from service.predictor import Predictor
 
 log = logging.getLogger("textclf.state")
+
+
+def settle_heap() -> None:
+    """Collect, then freeze what survives (torch, FastAPI, the model, the app) out of the cyclic
+    GC's reach. Serving allocates fast enough to trigger a full collection every few seconds,
+    and each one walked that whole heap with the event loop stopped: at concurrency 64, p99 was
+    97 ms without this, 21 ms with it (bench/serving.py). Refcounting still frees frozen objects;
+    a reload unfreezes first, so a retired model's reference cycles are collected."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -68,8 +79,12 @@ class ServiceState:
 
     def _new_serving(self, predictor: Predictor) -> Serving:
         s = self.settings
+        # On the CPU a forward pass holds one core whichever thread runs it, and a second
+        # thread only adds GIL hand-offs (bench: 1 worker 2,663 -> 3,002 req/s inline); on a
+        # GPU the thread lets the event loop work while kernels run.
+        threaded = s.inference_thread if s.inference_thread is not None else predictor.device.type != "cpu"
         batcher = Batcher(predictor, self.metrics, s.max_batch_size, s.max_batch_delay_ms / 1000,
-                          s.max_queue_size)
+                          s.max_queue_size, threaded)
         batcher.start()
         return Serving(predictor, batcher)
 
@@ -78,6 +93,7 @@ class ServiceState:
         self.serving = self._new_serving(predictor)
         self.metrics.set_model(predictor.version, str(predictor.device))
         self.metrics.ready.set(1)
+        settle_heap()
         log.info("serving %s %s on %s", predictor.artifact.name, predictor.version,
                  predictor.device)
 
@@ -99,6 +115,9 @@ class ServiceState:
             log.info("reloaded: now serving %s", predictor.version)
         if old is not None:
             await old.retire(self.settings.shutdown_timeout_s)
+            del old
+            gc.unfreeze()  # the old model was frozen with the rest: make it collectable again
+            settle_heap()
         return predictor
 
     def begin_shutdown(self) -> None:

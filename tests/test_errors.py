@@ -78,7 +78,16 @@ def test_unexpected_errors_are_500_without_internals(settings_factory, registry)
         reply = client.post("/predict", json={"inputs": "goal"})
         assert reply.status_code == 500
         assert reply.json() == {"error": "internal server error", "error_type": "internal"}
+        assert len(reply.headers["x-request-id"]) == 32
+        app.state.textclf.serving.predictor.word_vectors = explode  # a route off the fast path
+        other = client.get("/embed", params={"word": "goal"})
+        assert other.status_code == 500 and other.json()["error_type"] == "internal"
+        assert other.headers["x-request-id"] != reply.headers["x-request-id"]
+        assert "secret" not in reply.text + other.text
         assert client.get("/health/ready").status_code == 200  # one failure does not stop it
+    from tests.conftest import sample
+    assert sample(registry, "textclf_requests_total", endpoint="/predict", status="500") == 1
+    assert sample(registry, "textclf_requests_total", endpoint="/embed", status="500") == 1
 
 
 def test_api_key(settings_factory, registry):

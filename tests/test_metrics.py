@@ -61,7 +61,7 @@ def hold_inference(serving) -> asyncio.Event:
 
 @pytest.mark.anyio
 async def test_concurrent_requests_share_a_forward_pass(settings_factory, registry):
-    app = create_app(settings_factory(max_batch_delay_ms=50), registry)
+    app = create_app(settings_factory(max_batch_delay_ms=50, inference_thread=True), registry)
     transport = httpx.ASGITransport(app=app)
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=transport, base_url="http://t") as http):
@@ -80,8 +80,28 @@ async def test_concurrent_requests_share_a_forward_pass(settings_factory, regist
 
 
 @pytest.mark.anyio
+async def test_inline_forward_passes_also_share_batches(settings_factory, registry):
+    """On the CPU the forward pass runs on the event loop (no inference thread): requests that
+    arrive together still form one batch, and each gets its own rows back."""
+    app = create_app(settings_factory(max_batch_delay_ms=50), registry)
+    transport = httpx.ASGITransport(app=app)
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=transport, base_url="http://t") as http):
+        assert app.state.textclf.serving.batcher._executor is None  # inline is the CPU default
+        texts = [f"goal {i}" if i % 2 else f"market shares {i}" for i in range(12)]
+        replies = await asyncio.gather(*(http.post("/predict", json={"inputs": t}) for t in texts))
+        alone = [(await http.post("/predict", json={"inputs": t})).json() for t in texts]
+    for reply, single in zip(replies, alone, strict=True):
+        assert [x["label"] for x in reply.json()] == [x["label"] for x in single]
+        assert [x["score"] for x in reply.json()] == pytest.approx([x["score"] for x in single],
+                                                                  abs=1e-5)
+    assert sample(registry, "textclf_batch_size_sum") == 24
+    assert sample(registry, "textclf_batch_size_count") <= 12 + 2, "the 12 at once took > 2 passes"
+
+
+@pytest.mark.anyio
 async def test_full_queue_answers_429_at_once(settings_factory, registry):
-    app = create_app(settings_factory(max_queue_size=2), registry)
+    app = create_app(settings_factory(max_queue_size=2, inference_thread=True), registry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:

@@ -61,18 +61,21 @@ def _keepalive(port: int) -> http.client.HTTPConnection:
     return conn
 
 
-def test_sigterm_drains_accepted_requests_and_exits_0(heavy_model: Path) -> None:
+@pytest.mark.parametrize("inference_thread", [False, True], ids=["inline", "thread"])
+def test_sigterm_drains_accepted_requests_and_exits_0(heavy_model: Path,
+                                                      inference_thread: bool) -> None:
     bench = overload
     timeout_s = 20
     texts = bench.make_texts(64, 200)  # type: ignore[attr-defined]
     heavy = json.dumps({"inputs": texts}).encode()
     small = json.dumps({"inputs": ["the team won the cup final"] * 4}).encode()
     with bench.LiveService(heavy_model, shutdown_timeout_s=timeout_s,  # type: ignore[attr-defined]
-                           max_queue_size=100_000, num_threads=1) as live:
+                           max_queue_size=100_000, num_threads=1,
+                           inference_thread=inference_thread) as live:
         # Requests in flight at SIGTERM: (1) bodies half sent, (2) long texts keeping the model
         # busy, each on a connection that was already open (so certainly accepted).
         tricklers = [Trickler(live.port, small) for _ in range(3)]
-        conns = [_keepalive(live.port) for _ in range(8)]
+        conns = [_keepalive(live.port) for _ in range(16)]
         results: list[tuple[int, float]] = []
 
         def send(conn: http.client.HTTPConnection) -> None:
@@ -91,7 +94,7 @@ def test_sigterm_drains_accepted_requests_and_exits_0(heavy_model: Path) -> None
         deadline = time.monotonic() + 20
         while live.metric("textclf_batch_size_count") < 1 and time.monotonic() < deadline:
             time.sleep(0.02)  # the model is at work on them
-        time.sleep(0.3)  # the tricklers' headers have long been read
+        time.sleep(0.05)  # the tricklers' headers have long been read
 
         killed_at = time.monotonic()
         live.signal(signal.SIGTERM)
@@ -111,7 +114,7 @@ def test_sigterm_drains_accepted_requests_and_exits_0(heavy_model: Path) -> None
     assert [status for status, _ in trickled] == [200] * 3, trickled
     for _, body in trickled:
         assert len(json.loads(body)) == 4
-    assert sorted(status for status, _ in results) == [200] * 8, results
+    assert sorted(status for status, _ in results) == [200] * 16, results
     assert any(done > killed_at for _, done in results), "no request was in flight at SIGTERM"
     assert code == 0, log
     assert exited_after < timeout_s, exited_after
