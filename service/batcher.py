@@ -89,7 +89,8 @@ class Batcher:
             self.arriving -= 1
 
     def _take_batch(self) -> list[Job]:
-        batch, texts = [], 0
+        batch: list[Job] = []
+        texts = 0
         while self._jobs and (not batch or texts + len(self._jobs[0].encoded) <= self.max_batch_size):
             job = self._jobs.popleft()
             batch.append(job)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from fastapi import APIRouter, Depends, Query, Request
@@ -37,7 +37,8 @@ from service.schemas import (
 )
 from service.state import ServiceState, Serving
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 413, 415, 422, 429, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 413, 415, 422, 429, 503)}
 router = APIRouter(responses=ERRORS)
 
 
