@@ -19,6 +19,7 @@ log = logging.getLogger("textclf.errors")
 
 class ErrorType(StrEnum):
     empty = "empty"
+    bad_request = "bad_request"
     unauthorized = "unauthorized"
     not_found = "not_found"
     method_not_allowed = "method_not_allowed"
@@ -34,6 +35,7 @@ class ErrorType(StrEnum):
 
 STATUS: dict[ErrorType, int] = {
     ErrorType.empty: 400,
+    ErrorType.bad_request: 400,  # malformed HTTP (service.server's protocol), other plain 400s
     ErrorType.unauthorized: 401,
     ErrorType.not_found: 404,
     ErrorType.method_not_allowed: 405,

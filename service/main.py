@@ -21,11 +21,11 @@ from service import __version__
 from service.admin import install_sighup
 from service.admin import router as admin_router
 from service.config import Settings
-from service.docs import install_docs
+from service.docs import declare_api_key, install_docs
 from service.errors import install_error_handlers
 from service.explain_route import router as explain_router
 from service.metrics import Metrics
-from service.middleware import RequestMiddleware
+from service.middleware import PUBLIC_PATHS, RequestMiddleware
 from service.routes import router
 from service.state import ServiceState
 
@@ -76,4 +76,6 @@ def create_app(settings: Settings | None = None,
     app.include_router(explain_router)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.front = RequestMiddleware(partial(FastAPI.__call__, app), metrics, api_key)
+    if api_key:
+        declare_api_key(app, PUBLIC_PATHS)
     return app

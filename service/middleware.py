@@ -40,12 +40,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _authorised(scope: Scope, api_key: bytes) -> bool:
-    given = _header(scope, b"x-api-key")
-    if given is None:
-        auth = _header(scope, b"authorization") or ""
-        given = auth[7:] if auth[:7].lower() == "bearer " else ""
+    """At least one credential (X-API-Key, or Authorization: Bearer), and none of those sent is
+    wrong: a request with a right key and a wrong one is refused."""
+    given = [key.encode("latin-1") for key in (_header(scope, b"x-api-key"), _bearer(scope))
+             if key is not None]
     # constant-time comparison: response timing must not reveal how much of the key matched
-    return hmac.compare_digest(given.encode("latin-1"), api_key)
+    matches = [hmac.compare_digest(key, api_key) for key in given]
+    return bool(matches) and all(matches)
+
+
+def _bearer(scope: Scope) -> str | None:
+    auth = _header(scope, b"authorization")
+    if auth is None:
+        return None
+    return auth[7:] if auth[:7].lower() == "bearer " else ""  # another scheme: a wrong key
 
 
 def _exception_handler(app: Any, exc: Exception) -> Any:

@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import tempfile
+from http import HTTPStatus
 from types import FrameType
 
 import orjson
@@ -15,7 +16,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.config import Settings
-from service.errors import ErrorType
+from service.errors import STATUS, ErrorType
 from service.logs import configure_logging, log_config
 
 
@@ -106,12 +107,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(data)
 
     def _reject_head(self) -> None:
-        body = orjson.dumps({"error": f"request line and headers are over {MAX_HEAD_BYTES} bytes",
-                             "error_type": ErrorType.headers_too_large.value})
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                             b"content-type: application/json\r\ncontent-length: "
-                             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+        self.transport.write(raw_error(ErrorType.headers_too_large,
+                                       f"request line and headers are over {MAX_HEAD_BYTES} bytes"))
         self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """httptools could not parse the request: our JSON error shape, not uvicorn's text."""
+        self.transport.write(raw_error(ErrorType.bad_request, msg))
+        self.transport.close()
+
+
+def raw_error(error_type: ErrorType, message: str) -> bytes:
+    """A complete HTTP/1.1 error response, for the protocol layer (no ASGI app involved); the
+    connection is closed after it."""
+    status = STATUS[error_type]
+    body = orjson.dumps({"error": message, "error_type": error_type.value})
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
 def _uvicorn_options(settings: Settings) -> dict:

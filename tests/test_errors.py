@@ -102,6 +102,10 @@ def test_api_key(settings_factory, registry):
                            headers={"authorization": "Bearer wrong"}).status_code == 401
         assert client.post("/predict", json={"inputs": "goal"},
                            headers={"authorization": "Bearer s3cret"}).status_code == 200
+        mixed = {"x-api-key": "s3cret", "authorization": "Bearer wrong"}  # one right, one wrong
+        assert client.post("/predict", json={"inputs": "goal"}, headers=mixed).status_code == 401
+        assert client.post("/predict", json={"inputs": "goal"},
+                           headers={"authorization": "Basic s3cret"}).status_code == 401
         assert client.get("/info", headers={"x-api-key": "s3cret"}).status_code == 200
         assert client.get("/health/ready").status_code == 200  # health and metrics stay open
         assert client.get("/metrics").status_code == 200

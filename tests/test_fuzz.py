@@ -99,6 +99,18 @@ def test_schema_describes_what_handlers_require() -> None:
     assert {"200", "401", "404", "409", "503"} <= set(spec["paths"]["/admin/reload"]["post"]["responses"])
 
 
+def test_schema_declares_the_api_key_where_it_is_required() -> None:
+    spec = create_app(Settings(model_dir="unused", api_key=KEY), CollectorRegistry()).openapi()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": "TEXTCLF_API_KEY"}
+    assert schemes["apiKeyHeader"]["name"] == "X-API-Key"
+    assert spec["security"] == [{"bearer": []}, {"apiKeyHeader": []}]
+    assert spec["paths"]["/health/ready"]["get"]["security"] == []
+    assert "security" not in spec["paths"]["/predict"]["post"]  # the global requirement holds
+    open_spec = create_app(Settings(model_dir="unused"), CollectorRegistry()).openapi()
+    assert "security" not in open_spec and "securitySchemes" not in open_spec.get("components", {})
+
+
 # ----------------------------------------------------------------------------- hostile inputs
 
 
