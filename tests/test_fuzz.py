@@ -280,7 +280,8 @@ def test_chunked_body_over_the_limit(live: object) -> None:
 ], ids=["garbage", "control char in header", "length and chunked", "negative length",
         "bad version", "NULs"])
 def test_malformed_http_is_refused(live: object, raw: bytes) -> None:
-    """Below the app: uvicorn answers 400 (plain text, as it sees no route) or closes."""
+    """Below the app: the protocol (service.server) answers 400 in the JSON error shape, or
+    closes, and the service stays up."""
     sock = socket.create_connection(("127.0.0.1", live.port), timeout=15)  # type: ignore[attr-defined]
     sock.sendall(raw)
     reply = b""
@@ -290,7 +291,12 @@ def test_malformed_http_is_refused(live: object, raw: bytes) -> None:
     except ConnectionResetError:
         pass
     sock.close()
-    assert reply == b"" or reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+    if reply:
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request"), reply[:200]
+        assert b"content-type: application/json" in head
+        assert json.loads(body)["error_type"] == "bad_request"
+    assert live.request("GET", "/health/ready")[0] == 200  # type: ignore[attr-defined]
 
 
 @pytest.mark.integration

@@ -169,23 +169,6 @@ def _read_all(sock: socket.socket) -> bytes:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
-                                     b"POST /predict HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-                                     b"GET /\x00 HTTP/1.1\r\n\r\n"])
-def test_malformed_http_gets_the_json_400(threaded: ThreadedServer, garbage: bytes) -> None:
-    sock = _raw(threaded.port)
-    sock.sendall(garbage)
-    reply = _read_all(sock)
-    sock.close()
-    head, _, body = reply.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 Bad Request"), reply[:200]
-    assert b"content-type: application/json" in head
-    error = json.loads(body)
-    assert error["error_type"] == "bad_request" and error["error"], error
-    assert threaded.get("/health/ready")[0] == 200
-
-
-@pytest.mark.integration
 def test_huge_headers_get_431_and_the_service_stays_up(threaded: ThreadedServer) -> None:
     ok = "GET /health/live HTTP/1.1\r\nHost: x\r\nX-Fill: " + "a" * 60_000 + "\r\n\r\n"
     sock = _raw(threaded.port)
