@@ -6,12 +6,15 @@ size limit holds before anything is parsed, and so every failure maps to the one
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from service.errors import ErrorType, ServiceError
 
@@ -19,21 +22,40 @@ M = TypeVar("M", bound=BaseModel)
 JSON_TYPES = ("application/json", "")
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+def check_declared_length(declared: str | None, limit: int) -> None:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ServiceError(ErrorType.payload_too_large, f"body is over {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+
+
+async def collect(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The body, counted while it arrives (chunked bodies declare no length)."""
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise ServiceError(ErrorType.payload_too_large, f"body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    check_declared_length(request.headers.get("content-length"), limit)
+    return await collect(request.stream(), limit)
+
+
+async def receive_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    """Body chunks straight from ASGI messages (the /predict fast path: no Request object)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 def parse_json(body: bytes) -> Any:
@@ -55,8 +77,11 @@ def validate(model: type[M], data: Any) -> M:
 async def read_model(request: Request, model: type[M], limit: int, *,
                      plain_text_field: str | None = None) -> M:
     """The body as `model`: JSON, or with `plain_text_field` a text/plain body put into it."""
-    kind = media_type(request)
-    body = await read_body(request, limit)
+    kind = media_type(request.headers.get("content-type", ""))
+    return parse_body(model, kind, await read_body(request, limit), plain_text_field)
+
+
+def parse_body(model: type[M], kind: str, body: bytes, plain_text_field: str | None = None) -> M:
     if kind == "text/plain" and plain_text_field:
         try:
             text = body.decode("utf-8")

@@ -4,8 +4,8 @@ middleware stack, so it also sees the 500s that ServerErrorMiddleware sends.
 
 It also short-cuts `POST /predict`, the hot path: routing it through Starlette's router, the
 middleware layers and FastAPI's request handler cost more CPU per request than the model does
-(bench/asgi.py). The middleware calls the route's handler (`service.routes.predict`, which
-takes no dependencies) itself and maps what it raises with the app's own exception handlers, as
+(bench/asgi.py). The middleware runs the route's core (`service.routes.classify`) on the raw
+ASGI messages and maps what it raises with the app's own exception handlers, as
 ExceptionMiddleware and ServerErrorMiddleware would (the handler for Exception logs it and
 answers the JSON 500). Same answers, headers and metrics; every other method and path takes
 the normal route.
@@ -20,13 +20,15 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.body import check_declared_length, collect, media_type, receive_chunks
 from service.errors import ErrorType, error_response
 from service.metrics import Metrics, endpoint_label
-from service.routes import predict
+from service.routes import classify, timing_headers
 
 PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -69,15 +71,39 @@ def _exception_handler(app: Any, exc: Exception) -> Any:
 
 
 async def fast_predict(scope: Scope, receive: Receive, send: Send) -> None:
-    request = Request(scope, receive, send)
+    """POST /predict straight on ASGI messages: no Request or Response objects, one pass over
+    the headers. Errors take the app's own handlers, as on every other route."""
+    state = scope["app"].state.textclf
+    limit = state.settings.max_body_bytes
+    content_type, declared = _predict_headers(scope)
     try:
-        response = await predict(request)
+        check_declared_length(declared, limit)
+        body, result = await classify(state, media_type(content_type),
+                                      lambda: collect(receive_chunks(receive), limit))
     except Exception as exc:
+        request = Request(scope, receive, send)
         handler = _exception_handler(scope["app"], exc)
         if handler is None:
             raise
         response = await handler(request, exc)
-    await response(scope, receive, send)
+        await response(scope, receive, send)
+        return
+    payload = orjson.dumps(body)
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode()),
+               *((k.encode(), v.encode()) for k, v in timing_headers(result).items())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _predict_headers(scope: Scope) -> tuple[str, str | None]:
+    content_type, declared = "", None
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            content_type = value.decode("latin-1")
+        elif key == b"content-length":
+            declared = value.decode("latin-1")
+    return content_type, declared
 
 
 class RequestMiddleware:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import torch
@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.batcher import JobResult
-from service.body import openapi_body, read_model, validate
+from service.body import media_type, openapi_body, parse_body, read_body, read_model, validate
 from service.errors import ErrorType, ServiceError
 from service.inference import (
     INLINE_TOKENIZE_CHARS,
@@ -58,12 +58,28 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-def timed(body: object, result: JobResult) -> JSONResponse:
-    return JSONResponse(body, headers={
-        "x-queue-time": f"{result.queue_seconds * 1000:.3f}",
-        "x-inference-time": f"{result.inference_seconds * 1000:.3f}",
-        "x-batch-size": str(result.batch_size),
-    })
+def timing_headers(result: JobResult) -> dict[str, str]:
+    """Per-phase timings of a /predict answer (as text-embeddings-inference's x-*-time)."""
+    return {"x-queue-time": f"{result.queue_seconds * 1000:.3f}",
+            "x-inference-time": f"{result.inference_seconds * 1000:.3f}",
+            "x-batch-size": str(result.batch_size)}
+
+
+async def classify(state: ServiceState, kind: str,
+                   read: Callable[[], Awaitable[bytes]]) -> tuple[object, JobResult]:
+    """/predict without HTTP objects: the body (media type `kind`, read by `read`) -> the reply
+    body and the batch result. Shared by the route below and service.middleware's fast path."""
+    settings = state.settings
+    with state.use() as serving:
+        with serving.batcher.expecting():
+            req = parse_body(PredictRequest, kind, await read(), plain_text_field="inputs")
+            encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
+                                    left=req.truncation_direction.lower() == "left",
+                                    settings=settings, metrics=state.metrics)
+        result = await serving.batcher.submit(encoded)
+        body = label_scores(serving, result, isinstance(req.inputs, str),
+                            raw_scores=req.raw_scores, top_k=req.top_k, metrics=state.metrics)
+    return body, result
 
 
 @router.post("/predict", openapi_extra=openapi_body(PredictRequest, plain_text=True),
@@ -71,21 +87,12 @@ def timed(body: object, result: JobResult) -> JSONResponse:
 async def predict(request: Request) -> Response:
     """text-embeddings-inference compatible: one text gives `[{label, score}, ...]` best first;
     a list gives a list of those, in order."""
-    # No FastAPI dependencies here (the same as StateDep / ServingDep, taken by hand): this is the
-    # hot path, and service.middleware calls it directly for POST /predict.
+    # service.middleware answers POST /predict itself (the same `classify`, fewer layers); this
+    # route documents it and serves it when the app runs without that middleware.
     state: ServiceState = request.app.state.textclf
-    settings = state.settings
-    with state.use() as serving:
-        with serving.batcher.expecting():
-            req = await read_model(request, PredictRequest, settings.max_body_bytes,
-                                   plain_text_field="inputs")
-            encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
-                                    left=req.truncation_direction.lower() == "left",
-                                    settings=settings, metrics=state.metrics)
-        result = await serving.batcher.submit(encoded)
-        body = label_scores(serving, result, isinstance(req.inputs, str),
-                            raw_scores=req.raw_scores, top_k=req.top_k, metrics=state.metrics)
-    return timed(body, result)
+    body, result = await classify(state, media_type(request.headers.get("content-type", "")),
+                                  lambda: read_body(request, state.settings.max_body_bytes))
+    return JSONResponse(body, headers=timing_headers(result))
 
 
 def _words_reply(serving: Serving, req: WordsRequest) -> JSONResponse:
@@ -117,7 +124,7 @@ async def embed(request: Request, state: StateDep, serving: ServingDep) -> Respo
         encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
                                 settings=state.settings, metrics=state.metrics)
     result = await serving.batcher.submit(encoded)
-    return timed(feature_vectors(result, req.normalize), result)
+    return JSONResponse(feature_vectors(result, req.normalize), headers=timing_headers(result))
 
 
 @router.post("/tokenize", response_model=list[list[TokenInfo]], tags=["inference"],
