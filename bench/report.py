@@ -33,6 +33,34 @@ def table_lines(results: dict) -> list[str]:
     return lines
 
 
+def best_of(rows: list[dict], name: str, concurrency: int) -> dict | None:
+    """The fastest configuration (any worker count) of system `name` at that concurrency;
+    `torchserve@REV` rows (older model code) do not count."""
+    runs = [r for r in rows if r.get("name") == name and r["concurrency"] == concurrency
+            and "@" not in r["system"]]
+    return max(runs, key=lambda r: r["rps"], default=None)
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """Issue 5's targets: best textclf over best TorchServe (>= 1.5) and over the constant-JSON
+    FastAPI endpoint (>= 0.7), per concurrency."""
+    lines = []
+    for conc in sorted({r["concurrency"] for r in rows}):
+        ours = best_of(rows, "textclf", conc)
+        if ours is None:
+            continue
+        parts = [f"c={conc}: best textclf ({ours['system']}) {ours['rps']:,.0f} req/s"]
+        best_ts = best_of(rows, "torchserve", conc)
+        if best_ts is not None and best_ts["rps"] > 0:
+            parts.append(f"{ours['rps'] / best_ts['rps']:.2f}x best TorchServe "
+                         f"({best_ts['system']} {best_ts['rps']:,.0f}; target >= 1.5)")
+        for other in (r for r in rows if r.get("name") == "constant" and r["concurrency"] == conc):
+            parts.append(f"{ours['rps'] / other['rps']:.2f}x {other['system']} "
+                         f"({other['rps']:,.0f}; target >= 0.7)")
+        lines.append(", ".join(parts))
+    return lines
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -48,5 +76,7 @@ def print_table(results: dict) -> None:
     print("textclf × = textclf's requests/s divided by that system's, same concurrency; "
           "CPU ms/req = server CPU time per request; cores = CPU used by the server / wrk / "
           "everything else on the machine during the run (median run)")
+    for line in target_lines(results["rows"]):
+        print(line)
     for label, reason in results.get("skipped", {}).items():
         print(f"SKIPPED {label}: {reason}")
