@@ -25,6 +25,7 @@ import orjson
 from bench.common import RESULTS, Processes, request_texts
 from bench.cpuuse import CpuMeter
 from bench.loadgen import median_point, run_wrk, write_script
+from bench.plot import plot
 from bench.report import print_table, ratios
 from bench.systems import Options, System, start
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
-    print(f"\nwritten {args.out}")
+    print(f"\nwritten {args.out} and {plot(results, args.out.with_suffix('.png'))}")
     return 0
 
 
