@@ -6,6 +6,7 @@ size limit holds before anything is parsed, and so every failure maps to the one
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
+from service.config import Settings
 from service.errors import ErrorType, ServiceError
 
 M = TypeVar("M", bound=BaseModel)
@@ -31,20 +33,27 @@ def check_declared_length(declared: str | None, limit: int) -> None:
         raise ServiceError(ErrorType.payload_too_large, f"body is over {limit} bytes")
 
 
-async def collect(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """The body, counted while it arrives (chunked bodies declare no length)."""
-    parts, size = [], 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(ErrorType.payload_too_large, f"body is over {limit} bytes")
-        parts.append(chunk)
+async def collect(chunks: AsyncIterator[bytes], settings: Settings) -> bytes:
+    """The body, counted while it arrives (chunked bodies declare no length), within
+    TEXTCLF_BODY_TIMEOUT_S: a client that sends its headers and then trickles (or withholds) its
+    body gets 408 and its connection closed, instead of holding it open indefinitely."""
+    limit, parts, size = settings.max_body_bytes, [], 0
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(ErrorType.payload_too_large, f"body is over {limit} bytes")
+                parts.append(chunk)
+    except TimeoutError:
+        raise ServiceError(ErrorType.request_timeout, f"the body did not arrive within "
+                           f"{settings.body_timeout_s:g} s", {"Connection": "close"}) from None
     return b"".join(parts)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    check_declared_length(request.headers.get("content-length"), limit)
-    return await collect(request.stream(), limit)
+async def read_body(request: Request, settings: Settings) -> bytes:
+    check_declared_length(request.headers.get("content-length"), settings.max_body_bytes)
+    return await collect(request.stream(), settings)
 
 
 async def receive_chunks(receive: Receive) -> AsyncIterator[bytes]:
@@ -74,11 +83,11 @@ def validate(model: type[M], data: Any) -> M:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
 
 
-async def read_model(request: Request, model: type[M], limit: int, *,
+async def read_model(request: Request, model: type[M], settings: Settings, *,
                      plain_text_field: str | None = None) -> M:
     """The body as `model`: JSON, or with `plain_text_field` a text/plain body put into it."""
     kind = media_type(request.headers.get("content-type", ""))
-    return parse_body(model, kind, await read_body(request, limit), plain_text_field)
+    return parse_body(model, kind, await read_body(request, settings), plain_text_field)
 
 
 def parse_body(model: type[M], kind: str, body: bytes, plain_text_field: str | None = None) -> M:

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(20_000, ge=1, description="characters per input")
     max_tokens: int | None = Field(None, ge=1, description="truncation; default: the model's")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="request body limit -> 413")
+    body_timeout_s: float = Field(30.0, gt=0, description="time to receive a body -> 408")
     max_explain_tokens: int = Field(256, ge=1, description="tokens /explain accepts -> 422")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset means 1")
     inference_thread: bool | None = Field(

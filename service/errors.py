@@ -24,6 +24,7 @@ class ErrorType(StrEnum):
     not_found = "not_found"
     method_not_allowed = "method_not_allowed"
     payload_too_large = "payload_too_large"
+    request_timeout = "request_timeout"
     headers_too_large = "headers_too_large"
     unsupported_media_type = "unsupported_media_type"
     validation = "validation"
@@ -40,6 +41,7 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.not_found: 404,
     ErrorType.method_not_allowed: 405,
     ErrorType.payload_too_large: 413,
+    ErrorType.request_timeout: 408,  # the body did not arrive in time; the connection is closed
     ErrorType.headers_too_large: 431,  # sent by service.server's protocol, before the app
     ErrorType.unsupported_media_type: 415,
     ErrorType.validation: 422,

@@ -83,7 +83,7 @@ async def explain_text(request: Request, state: StateDep, serving: ServingDep) -
     with the completeness check, or occlusion), and per token, layer and direction the means
     of the input / forget / output gates and the cell-state norm."""
     settings, predictor = state.settings, serving.predictor
-    req = await read_model(request, ExplainRequest, settings.max_body_bytes)
+    req = await read_model(request, ExplainRequest, settings)
     check_texts([req.inputs], settings)
     job = partial(explain, predictor.artifact, req.inputs, req.target, req.method, req.detail,
                   max_tokens=settings.max_explain_tokens, max_length=predictor.max_tokens)

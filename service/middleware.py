@@ -74,12 +74,12 @@ async def fast_predict(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /predict straight on ASGI messages: no Request or Response objects, one pass over
     the headers. Errors take the app's own handlers, as on every other route."""
     state = scope["app"].state.textclf
-    limit = state.settings.max_body_bytes
+    settings = state.settings
     content_type, declared = _predict_headers(scope)
     try:
-        check_declared_length(declared, limit)
+        check_declared_length(declared, settings.max_body_bytes)
         body, result = await classify(state, media_type(content_type),
-                                      lambda: collect(receive_chunks(receive), limit))
+                                      lambda: collect(receive_chunks(receive), settings))
     except Exception as exc:
         request = Request(scope, receive, send)
         handler = _exception_handler(scope["app"], exc)

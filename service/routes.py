@@ -91,7 +91,7 @@ async def predict(request: Request) -> Response:
     # route documents it and serves it when the app runs without that middleware.
     state: ServiceState = request.app.state.textclf
     body, result = await classify(state, media_type(request.headers.get("content-type", "")),
-                                  lambda: read_body(request, state.settings.max_body_bytes))
+                                  lambda: read_body(request, state.settings))
     return JSONResponse(body, headers=timing_headers(result))
 
 
@@ -117,7 +117,7 @@ async def embed_words(serving: ServingDep,
              summary="Word vectors ({words}) or pooled text vectors ({inputs})")
 async def embed(request: Request, state: StateDep, serving: ServingDep) -> Response:
     with serving.batcher.expecting():
-        data = (await read_model(request, JSONObject, state.settings.max_body_bytes)).root
+        data = (await read_model(request, JSONObject, state.settings)).root
         if "words" in data:
             return _words_reply(serving, validate(WordsRequest, data))
         req = validate(TextsRequest, data)
@@ -130,7 +130,7 @@ async def embed(request: Request, state: StateDep, serving: ServingDep) -> Respo
 @router.post("/tokenize", response_model=list[list[TokenInfo]], tags=["inference"],
              openapi_extra=openapi_body(TokenizeRequest), summary="Tokens with ids and offsets")
 async def tokenize(request: Request, state: StateDep, serving: ServingDep) -> Response:
-    req = await read_model(request, TokenizeRequest, state.settings.max_body_bytes)
+    req = await read_model(request, TokenizeRequest, state.settings)
     texts = as_list(req.inputs)
     if len(texts) > state.settings.max_client_batch:
         raise ServiceError(ErrorType.payload_too_large,

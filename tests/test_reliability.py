@@ -149,8 +149,12 @@ def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServe
     model = build_artifact(tmp_path_factory.mktemp("threaded") / "model")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(service.server, "HEAD_TIMEOUT_S", 1.0)
-        with ThreadedServer(Settings(model_dir=model, device="cpu"), CollectorRegistry()) as server:
+        settings = Settings(model_dir=model, device="cpu", body_timeout_s=BODY_TIMEOUT_S)
+        with ThreadedServer(settings, CollectorRegistry()) as server:
             yield server
+
+
+BODY_TIMEOUT_S = 4.0  # the threaded server's TEXTCLF_BODY_TIMEOUT_S
 
 
 def _raw(port: int) -> socket.socket:
@@ -166,6 +170,26 @@ def _read_all(sock: socket.socket) -> bytes:
     except ConnectionResetError:
         pass
     return data
+
+
+@pytest.mark.integration
+def test_a_withheld_body_gets_408_and_the_connection_closed(threaded: ThreadedServer) -> None:
+    body = b'{"inputs": "the team won the cup final"}'
+    socks = []
+    for path in ("/predict", "/tokenize"):  # the fast path and a normal route
+        sock = _raw(threaded.port)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        socks.append(sock)  # then nothing more
+    start = time.monotonic()
+    for sock in socks:
+        reply = _read_all(sock)  # until the server closes
+        sock.close()
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), reply[:200]
+        assert json.loads(payload)["error_type"] == "request_timeout"
+    assert BODY_TIMEOUT_S - 0.5 < time.monotonic() - start < BODY_TIMEOUT_S + 5
+    assert threaded.get("/health/ready")[0] == 200
 
 
 @pytest.mark.integration
@@ -242,7 +266,8 @@ def test_slow_clients_do_not_take_the_service_down(threaded: ThreadedServer) -> 
         sock.settimeout(5)
         assert _read_all(sock) == b""  # closed by the server, nothing sent
         sock.close()
-    # the tricklers were never timed out (their headers were complete) and finish fine
+    # the tricklers were not cut off by the head timer (their headers were complete) and,
+    # within BODY_TIMEOUT_S, finish fine
     for sock in tricklers:
         sock.sendall(body[4:])
     for sock in tricklers:
