@@ -39,6 +39,15 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def inference_on_thread(settings: Settings, device: torch.device) -> bool:
+    """TEXTCLF_INFERENCE_THREAD, or by device: on the CPU a forward pass holds one core whichever
+    thread runs it, and a second thread only adds GIL hand-offs (bench: 1 worker 2,663 -> 3,002
+    req/s inline); on a GPU the thread lets the event loop work while kernels run."""
+    if settings.inference_thread is not None:
+        return settings.inference_thread
+    return device.type != "cpu"
+
+
 @dataclass
 class Serving:
     predictor: Predictor
@@ -79,12 +88,8 @@ class ServiceState:
 
     def _new_serving(self, predictor: Predictor) -> Serving:
         s = self.settings
-        # On the CPU a forward pass holds one core whichever thread runs it, and a second
-        # thread only adds GIL hand-offs (bench: 1 worker 2,663 -> 3,002 req/s inline); on a
-        # GPU the thread lets the event loop work while kernels run.
-        threaded = s.inference_thread if s.inference_thread is not None else predictor.device.type != "cpu"
         batcher = Batcher(predictor, self.metrics, s.max_batch_size, s.max_batch_delay_ms / 1000,
-                          s.max_queue_size, threaded)
+                          s.max_queue_size, inference_on_thread(s, predictor.device))
         batcher.start()
         return Serving(predictor, batcher)
 

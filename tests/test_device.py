@@ -45,3 +45,14 @@ def test_model_runs_on_the_gpu(settings_factory, registry):
     with TestClient(create_app(settings_factory(device=last), registry)) as client:
         assert client.get("/info").json()["device"] == last
         assert client.post("/predict", json={"inputs": "goal"}).status_code == 200
+
+
+@pytest.mark.parametrize(("setting", "device", "expected"), [
+    (None, "cpu", False), (None, "cuda", True), (None, "cuda:1", True),
+    (True, "cpu", True), (False, "cuda", False)])
+def test_forward_passes_run_on_a_thread_for_gpus_unless_configured(setting, device, expected):
+    from service.config import Settings
+    from service.state import inference_on_thread
+
+    settings = Settings(model_dir="unused", inference_thread=setting)
+    assert inference_on_thread(settings, torch.device(device)) is expected
