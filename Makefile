@@ -52,7 +52,9 @@ bench-accuracy: install
 	$(PY) bench/accuracy.py
 
 bench-serving: install model
-	$(PY) bench/serving.py --model-dir $(MODEL_DIR)
+	$(PY) -m bench.serving --model-dir $(MODEL_DIR) \
+		--systems textclf,textclf:2,naive,constant,constant:2,torchserve,torchserve:2 \
+		--concurrency 1,16,64 --duration 10 --repeat 3
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache
