@@ -7,8 +7,10 @@ TorchServe's batching is configured per model: `batch_size` requests or whatever
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -19,10 +21,17 @@ QUIET_LOG = Path(__file__).resolve().parent / "log4j2.xml"
 MODEL_NAME = "textclf"
 
 
+
+def find(tool: str) -> str | None:
+    """A command on PATH or next to this Python (a venv used without activating it)."""
+    return shutil.which(tool, path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                    os.environ.get("PATH", "")]))
+
+
 def check_installed() -> str | None:
     """None when TorchServe can run here, else why not."""
     for tool in ("torchserve", "torch-model-archiver", "java"):
-        if shutil.which(tool) is None:
+        if find(tool) is None:
             hint = "Java 17" if tool == "java" else "pip install torchserve torch-model-archiver"
             return f"{tool} not found ({hint})"
     return None
@@ -34,7 +43,8 @@ def archive(model_dir: Path, store: Path, network: Path | None = None) -> Path:
     extra = [network or REPO / "model" / "network.py", REPO / "model" / "tokenizer.py",
              model_dir / "config.json", model_dir / "vocab.json", model_dir / "model.safetensors"]
     store.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["torch-model-archiver", "--model-name", MODEL_NAME, "--version", "1.0",
+    archiver = find("torch-model-archiver") or "torch-model-archiver"
+    subprocess.run([archiver, "--model-name", MODEL_NAME, "--version", "1.0",
                     "--handler", str(HANDLER), "--extra-files", ",".join(map(str, extra)),
                     "--export-path", str(store), "--archive-format", "zip-store", "--force"],
                    check=True, capture_output=True, timeout=120)
@@ -79,12 +89,14 @@ def command(workdir: Path, model_dir: Path, ports: tuple[int, int, int], workers
     store = workdir / "store"
     archive(model_dir, store, network_at(rev, workdir) if rev else None)
     config = write_config(workdir, store, ports, workers, batch_size, max_batch_delay_ms)
+    # this Python's bin first: TorchServe starts its workers with the `python` it finds on PATH
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {"LOG_LOCATION": str(workdir / "logs"), "METRICS_LOCATION": str(workdir / "logs"),
-           "TS_CONFIG_FILE": str(config)}
+           "TS_CONFIG_FILE": str(config), "PATH": path}
     if threads:
         env["TEXTCLF_TS_THREADS"] = str(threads)
-    argv = ["torchserve", "--start", "--foreground", "--ncs", "--disable-token-auth",
-            "--model-store", str(store), "--ts-config", str(config)]
+    argv = [find("torchserve") or "torchserve", "--start", "--foreground", "--ncs",
+            "--disable-token-auth", "--model-store", str(store), "--ts-config", str(config)]
     if quiet:
         argv += ["--log-config", str(QUIET_LOG)]
     return argv, env
