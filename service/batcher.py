@@ -1,10 +1,10 @@
 """Micro-batching: concurrent requests share one forward pass.
 
 One asyncio task takes every queued job (up to `max_batch_size` texts) and runs the forward
-pass, on a dedicated inference thread (`threaded`, the GPU default) or on the event loop itself
-(the CPU default: one core is busy either way, and inline there are no thread hand-offs). While
-it runs, new requests pile up (in the socket buffers when inline) and form the next batch, so
-under load batches fill by themselves. The task waits up to `max_delay_s` for more
+pass, on a dedicated inference thread or on the event loop itself (`Placement`: on the CPU one
+core is busy either way, and inline there is no thread hand-off, so short passes run inline).
+While it runs, new requests pile up (in the socket buffers when inline) and form the next
+batch, so under load batches fill by themselves. The task waits up to `max_delay_s` for more
 only while requests are known to be on their way (`arriving`): a lone request never waits.
 The queue is bounded in texts; a full queue answers at once with `overloaded` (429).
 """
@@ -25,6 +25,37 @@ from service.errors import ErrorType, ServiceError, overloaded
 from service.metrics import Metrics
 from service.predictor import BatchOutput, Predictor
 
+# A forward pass runs on the event loop only when it should take at most this long: a longer
+# one would hold up every other request's parsing, health probes and 429s (bench/overload.py:
+# with every pass inline, a 429 took up to 350 ms at p99; 10 ms with the thread).
+INLINE_BUDGET_S = 0.010
+
+
+class Placement:
+    """Where forward passes run: "thread", "loop", or "auto": on the loop when the batch's padded
+    size (texts x longest) times the measured seconds per padded token fits INLINE_BUDGET_S,
+    else on the thread. Until a first pass is measured, the thread."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.seconds_per_token: float | None = None  # running average over recent passes
+
+    def inline(self, encoded: list[list[int]]) -> bool:
+        if self.mode != "auto":
+            return self.mode == "loop"
+        if self.seconds_per_token is None:
+            return False
+        return _padded_tokens(encoded) * self.seconds_per_token <= INLINE_BUDGET_S
+
+    def observe(self, encoded: list[list[int]], seconds: float) -> None:
+        per_token = seconds / _padded_tokens(encoded)
+        last = self.seconds_per_token
+        self.seconds_per_token = per_token if last is None else 0.8 * last + 0.2 * per_token
+
+
+def _padded_tokens(encoded: list[list[int]]) -> int:
+    return max(1, len(encoded) * max((len(e) for e in encoded), default=1))
+
 
 @dataclass
 class Job:
@@ -43,7 +74,7 @@ class JobResult:
 
 class Batcher:
     def __init__(self, predictor: Predictor, metrics: Metrics, max_batch_size: int,
-                 max_delay_s: float, max_queue_size: int, threaded: bool = True) -> None:
+                 max_delay_s: float, max_queue_size: int, placement: str = "thread") -> None:
         self.predictor, self.metrics = predictor, metrics
         self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_s
         self.max_queue_size = max_queue_size
@@ -51,8 +82,9 @@ class Batcher:
         self._queued_texts = 0
         self.arriving = 0  # requests parsed but not yet submitted (see module docstring)
         self._wakeup = asyncio.Event()
+        self.placement = Placement(placement)
         self._executor = (ThreadPoolExecutor(1, thread_name_prefix="textclf-inference")
-                          if threaded else None)
+                          if placement != "loop" else None)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -110,10 +142,14 @@ class Batcher:
                 break
 
     async def _forward(self, encoded: list[list[int]]) -> BatchOutput:
-        if self._executor is None:
-            return self.predictor.run_batch(encoded)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
+        started = time.perf_counter()
+        if self._executor is None or self.placement.inline(encoded):
+            output = self.predictor.run_batch(encoded)
+        else:
+            loop = asyncio.get_running_loop()
+            output = await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
+        self.placement.observe(encoded, time.perf_counter() - started)
+        return output
 
     async def _run(self) -> None:
         while not (self._closing and not self._jobs):

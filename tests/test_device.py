@@ -48,11 +48,11 @@ def test_model_runs_on_the_gpu(settings_factory, registry):
 
 
 @pytest.mark.parametrize(("setting", "device", "expected"), [
-    (None, "cpu", False), (None, "cuda", True), (None, "cuda:1", True),
-    (True, "cpu", True), (False, "cuda", False)])
+    (None, "cpu", "auto"), (None, "cuda", "thread"), (None, "cuda:1", "thread"),
+    (True, "cpu", "thread"), (False, "cuda", "loop")])
 def test_forward_passes_run_on_a_thread_for_gpus_unless_configured(setting, device, expected):
     from service.config import Settings
-    from service.state import inference_on_thread
+    from service.state import forward_placement
 
     settings = Settings(model_dir="unused", inference_thread=setting)
-    assert inference_on_thread(settings, torch.device(device)) is expected
+    assert forward_placement(settings, torch.device(device)) == expected

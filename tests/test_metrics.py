@@ -87,7 +87,7 @@ async def test_inline_forward_passes_also_share_batches(settings_factory, regist
     transport = httpx.ASGITransport(app=app)
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=transport, base_url="http://t") as http):
-        assert app.state.textclf.serving.batcher._executor is None  # inline is the CPU default
+        assert app.state.textclf.serving.batcher.placement.mode == "auto"  # the CPU default
         texts = [f"goal {i}" if i % 2 else f"market shares {i}" for i in range(12)]
         replies = await asyncio.gather(*(http.post("/predict", json={"inputs": t}) for t in texts))
         alone = [(await http.post("/predict", json={"inputs": t})).json() for t in texts]
