@@ -80,3 +80,37 @@ def print_table(results: dict) -> None:
         print(line)
     for label, reason in results.get("skipped", {}).items():
         print(f"SKIPPED {label}: {reason}")
+
+
+def compact_table(results: dict) -> list[str]:
+    """One Markdown row per system, the concurrencies side by side (the README's table)."""
+    ratio = results.get("ratios", {})
+    systems: dict[str, list[dict]] = {}
+    for r in results["rows"]:
+        systems.setdefault(r["system"], []).append(r)
+    lines = ["| system | conc | req/s | p50 ms | p90 ms | p99 ms | errors | textclf ÷ | CPU ms/req |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for label, rows in systems.items():
+        rows = sorted(rows, key=lambda r: r["concurrency"])
+
+        def col(fmt: str, values: list) -> str:
+            return " / ".join("—" if v is None else format(v, fmt) for v in values)
+
+        x = [ratio.get(label, {}).get(str(r["concurrency"])) for r in rows]
+        cells = [col("d", [r["concurrency"] for r in rows]), col(",.0f", [r["rps"] for r in rows]),
+                 *(col(".2f", [r[k] for r in rows]) for k in ("p50_ms", "p90_ms", "p99_ms")),
+                 str(sum(r["errors"] for r in rows)),
+                 "—" if label == REFERENCE else col(".2f", x),
+                 col(".2f", [r.get("server_cpu_ms_per_request") for r in rows])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+if __name__ == "__main__":  # python -m bench.report [serving.json]: the README's table
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/serving.json")
+    data = json.loads(path.read_text())
+    print("\n".join(compact_table(data) + [""] + target_lines(data["rows"])))

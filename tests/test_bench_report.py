@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.plot import plot
-from bench.report import best_of, ratios, target_lines
+from bench.report import best_of, compact_table, ratios, target_lines
 
 
 def row(system: str, name: str, conc: int, rps: float, p99: float = 5.0) -> dict:
@@ -39,3 +39,11 @@ def test_ratios_are_against_one_textclf_worker():
 def test_plot_writes_a_png(tmp_path: Path):
     out = plot({"rows": ROWS, "meta": {"words": 30, "cpus": 2}}, tmp_path / "serving.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_compact_table_has_one_row_per_system():
+    rows = [dict(r, p50_ms=1.0, p90_ms=2.0, errors=0, server_cpu_ms_per_request=0.3) for r in ROWS]
+    lines = compact_table({"rows": rows, "ratios": ratios(rows)})
+    assert lines[2].startswith("| textclf | 1 / 64 | 800 / 3,000 | 1.00 / 1.00 |")
+    assert "| torchserve | 1 / 64 | 250 / 2,500 |" in "\n".join(lines)
+    assert len(lines) == 2 + len({r["system"] for r in rows})
