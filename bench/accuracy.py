@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
@@ -83,8 +84,12 @@ def run_fasttext(data: Dataset, threads: int) -> dict:
     def line(text: str) -> str:
         return " ".join(text.lower().split())
 
+    # shuffled: the files are sorted by label, and fastText's SGD reads its file in order (on
+    # 20ng, in file order it scored 0.38, shuffled 0.77)
+    pairs = list(zip(data.train_texts, data.train_labels, strict=True))
+    random.Random(0).shuffle(pairs)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as handle:
-        for text, label in zip(data.train_texts, data.train_labels, strict=True):
+        for text, label in pairs:
             handle.write(f"__label__{label.replace(' ', '_')} {line(text)}\n")
         handle.flush()
         tick = time.perf_counter()
