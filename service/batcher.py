@@ -142,14 +142,10 @@ class Batcher:
                 break
 
     async def _forward(self, encoded: list[list[int]]) -> BatchOutput:
-        started = time.perf_counter()
-        if self._executor is None or self.placement.inline(encoded):
-            output = self.predictor.run_batch(encoded)
-        else:
-            loop = asyncio.get_running_loop()
-            output = await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
-        self.placement.observe(encoded, time.perf_counter() - started)
-        return output
+        if self.placement.inline(encoded):  # always so in "loop" mode, which has no executor
+            return self.predictor.run_batch(encoded)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
 
     async def _run(self) -> None:
         while not (self._closing and not self._jobs):
@@ -170,7 +166,9 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            self._deliver(batch, output, started, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.placement.observe(encoded, seconds)
+            self._deliver(batch, output, started, seconds)
 
     def _deliver(self, batch: list[Job], output: BatchOutput, started: float,
                  inference_seconds: float) -> None:

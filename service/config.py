@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     max_explain_tokens: int = Field(256, ge=1, description="tokens /explain accepts -> 422")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset means 1")
     inference_thread: bool | None = Field(
-        None, description="forward passes on their own thread; unset: yes on CUDA, no on CPU")
+        None, description="forward passes on their own thread (true) or the event loop (false); "
+                          "unset: the thread on CUDA, on the CPU the loop for passes of <= 10 ms")
     api_key: SecretStr | None = Field(None, description="when set, required on all but health")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["text", "json"] = "text"
