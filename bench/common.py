@@ -139,27 +139,25 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def pss_mb(pids: list[int]) -> float:
-    """Summed proportional set size in MB: shared pages (libtorch) counted once in total."""
+def proc_kb(pids: list[int], file: str, field: str) -> int:
+    """The kB figure on the `field` line (e.g. "VmRSS:") of /proc/PID/`file`, summed over
+    `pids`; processes that are gone count 0."""
     total_kb = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+                if line.startswith(field):
                     total_kb += int(line.split()[1])
         except OSError:
             continue
-    return total_kb / 1024
+    return total_kb
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Summed proportional set size in MB: shared pages (libtorch) counted once in total."""
+    return proc_kb(pids, "smaps_rollup", "Pss:") / 1024
 
 
 def rss_mb(pids: list[int]) -> float:
     """Summed resident memory of `pids` in MB (from /proc/PID/status VmRSS)."""
-    total_kb = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kb / 1024
+    return proc_kb(pids, "status", "VmRSS:") / 1024

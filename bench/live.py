@@ -8,13 +8,14 @@ import http.client
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.common import free_port, proc_kb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,21 +26,11 @@ WORDS = ('the', 'match', 'ended', 'with', 'a', 'late', 'goal', 'team', 'won', 'c
          'screen', 'league', 'title', 'stocks')
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rss_bytes(pid: int) -> int:
     """Resident set size of a process (Linux /proc; psutil elsewhere if installed, else 0)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    kb = proc_kb([pid], "status", "VmRSS:")
+    if kb:
+        return kb * 1024
     try:
         import psutil
 

@@ -1,13 +1,14 @@
 """`python -m service` refuses bad configuration before it listens: exit 2, one line."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+
+from bench.common import free_port
 
 
 def run_service(env_overrides, timeout=60):
@@ -46,12 +47,6 @@ def test_missing_or_corrupt_model(tmp_path, artifact_dir):
     corrupt = run_service({"TEXTCLF_MODEL_DIR": str(artifact_dir)})
     assert corrupt.returncode == 2
     assert "model.safetensors" in corrupt.stderr and len(corrupt.stderr.strip().splitlines()) == 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serves_then_stops_on_sigterm(artifact_dir):
