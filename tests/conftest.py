@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,3 +70,14 @@ def client(settings_factory, registry: CollectorRegistry) -> Iterator[TestClient
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels or None)
     return 0.0 if value is None else value
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything until the server closes (a reset counts as closed; a timeout fails)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data

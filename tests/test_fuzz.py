@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import build_artifact
+from conftest import build_artifact, read_until_closed
 from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import CollectorRegistry
 from schemathesis import GenerationMode
@@ -284,12 +284,7 @@ def test_malformed_http_is_refused(live: object, raw: bytes) -> None:
     closes, and the service stays up."""
     sock = socket.create_connection(("127.0.0.1", live.port), timeout=15)  # type: ignore[attr-defined]
     sock.sendall(raw)
-    reply = b""
-    try:
-        while chunk := sock.recv(65536):
-            reply += chunk
-    except ConnectionResetError:
-        pass
+    reply = read_until_closed(sock)
     sock.close()
     if reply:
         head, _, body = reply.partition(b"\r\n\r\n")

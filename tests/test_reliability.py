@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 import yaml
-from conftest import sample
+from conftest import read_until_closed, sample
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -161,17 +161,6 @@ def _raw(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    """Everything until the server closes (a reset counts as closed; a timeout fails)."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
-
 @pytest.mark.integration
 def test_a_withheld_body_gets_408_and_the_connection_closed(threaded: ThreadedServer) -> None:
     body = b'{"inputs": "the team won the cup final"}'
@@ -183,7 +172,7 @@ def test_a_withheld_body_gets_408_and_the_connection_closed(threaded: ThreadedSe
         socks.append(sock)  # then nothing more
     start = time.monotonic()
     for sock in socks:
-        reply = _read_all(sock)  # until the server closes
+        reply = read_until_closed(sock)  # until the server closes
         sock.close()
         head, _, payload = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408 "), reply[:200]
@@ -208,7 +197,7 @@ def test_huge_headers_get_431_and_the_service_stays_up(threaded: ThreadedServer)
         sock = _raw(threaded.port)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head)  # (closed on us while sending: also a refusal)
-        reply = _read_all(sock)
+        reply = read_until_closed(sock)
         sock.close()
         if reply:
             assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
@@ -264,7 +253,7 @@ def test_slow_clients_do_not_take_the_service_down(threaded: ThreadedServer) -> 
     time.sleep(1.0)  # past HEAD_TIMEOUT_S: the silent ones are gone
     for sock in silent:
         sock.settimeout(5)
-        assert _read_all(sock) == b""  # closed by the server, nothing sent
+        assert read_until_closed(sock) == b""  # closed by the server, nothing sent
         sock.close()
     # the tricklers were not cut off by the head timer (their headers were complete) and,
     # within BODY_TIMEOUT_S, finish fine
