@@ -11,14 +11,13 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from model.tokenizer import pad
+
 
 def collate(encoded: Sequence[Sequence[int]], rows: Sequence[int],
             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded ids (B, T) and lengths (B,) for the given rows; empty texts get length 1."""
-    lengths = torch.tensor([max(1, len(encoded[r])) for r in rows], dtype=torch.long)
-    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(encoded[r])] = torch.as_tensor(encoded[r], dtype=torch.long)
+    """Padded ids (B, T) and lengths (B,) for the given rows (`pad`)."""
+    ids, lengths = pad([encoded[r] for r in rows])
     return ids.to(device), lengths.to(device)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,22 @@ def split_with_offsets(text: str, lowercase: bool = True) -> list[tuple[str, int
     return spans
 
 
+def pad(encoded: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids padded with <pad> to the longest, (B, T), and lengths (B,); an empty text is one
+    <pad> (length 1, so packed sequences stay valid). No texts: (0, 1) and (0,)."""
+    sizes = [len(seq) or 1 for seq in encoded]
+    width = max(sizes, default=1)
+    if not sizes:
+        return torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    # padded rows in one int64 buffer that the tensor then shares (no per-row tensors)
+    flat, padding = array("q"), array("q", [PAD_ID]) * width
+    for seq in encoded:
+        flat.extend(seq)
+        flat.extend(padding[: width - len(seq)])
+    ids = torch.frombuffer(flat, dtype=torch.long).view(len(sizes), width)
+    return ids, torch.tensor(sizes, dtype=torch.long)
+
+
 class Vocabulary:
     """Word <-> id map. Ids are in descending corpus frequency, ties broken alphabetically."""
 
@@ -147,12 +164,7 @@ class Vocabulary:
                      max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ids (B, T) and lengths (B,). An empty text gets length 1 (one <pad>) so that
         packed LSTM sequences stay valid; its result is that of the all-zero embedding."""
-        encoded = [self.encode(t, max_length) for t in texts]
-        lengths = torch.tensor([max(1, len(ids)) for ids in encoded], dtype=torch.long)
-        ids = torch.zeros(len(encoded), int(lengths.max()) if encoded else 1, dtype=torch.long)
-        for row, seq in enumerate(encoded):
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return ids, lengths
+        return pad([self.encode(t, max_length) for t in texts])
 
     def tokenize(self, text: str) -> list[Token]:
         """Tokens with ids and character offsets into `text`."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from model.artifact import Artifact, load_artifact
-from model.tokenizer import PAD_ID, UNK_ID, Token
+from model.tokenizer import PAD_ID, UNK_ID, Token, pad
 
 WARMUP_TEXTS = ("warm up", "a slightly longer text to warm up the model " * 4, "")
 
@@ -86,15 +85,7 @@ class Predictor:
                            features.float().cpu())
 
     def _features(self, encoded: list[list[int]]) -> torch.Tensor:
-        sizes = [len(e) or 1 for e in encoded]  # an empty text is one <pad>
-        width = max(sizes)
-        # padded rows in one int64 buffer that the tensor then shares (no per-row tensors)
-        flat, padding = array("q"), array("q", [PAD_ID]) * width
-        for seq in encoded:
-            flat.extend(seq)
-            flat.extend(padding[: width - len(seq)])
-        ids = torch.frombuffer(flat, dtype=torch.long).view(len(encoded), width)
-        lengths = torch.tensor(sizes, dtype=torch.long)
+        ids, lengths = pad(encoded)  # (B, T), (B,)
         return self.model.features(ids.to(self.device), lengths.to(self.device))  # (B, F)
 
     def warmup(self) -> None:
