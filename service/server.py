@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import signal
 import tempfile
-from http import HTTPStatus
 from types import FrameType
 
-import orjson
 import torch
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.config import Settings
-from service.errors import STATUS, ErrorType
 from service.logs import configure_logging, log_config
+from service.protocol import MAX_HEAD_BYTES, LimitedHttpToolsProtocol
 
 
 class Server(uvicorn.Server):
@@ -40,90 +36,6 @@ class Server(uvicorn.Server):
             self.force_exit = True
         else:
             self.should_exit = True
-
-
-MAX_HEAD_BYTES = 64 * 1024  # request line + headers
-HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
-
-
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bound on the request head, in size and in time.
-
-    httptools itself buffers a request line and headers of any size (h11_max_incomplete_event_size
-    only applies to h11, which is ~40% slower here): 20 connections sending 5 MB of headers each
-    cost 100 MB of memory. Here a head over MAX_HEAD_BYTES gets 431 and the connection is closed,
-    and a connection that has not finished its headers HEAD_TIMEOUT_S after it started (slowloris:
-    connect, then send nothing or a byte now and then) is closed. Bodies are not limited here
-    (TEXTCLF_MAX_BODY_BYTES is checked while reading them)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._in_head, self._head_bytes = True, 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._start_head_timer()
-
-    def _start_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
-
-    def _head_timeout(self) -> None:
-        if self._in_head and (self.cycle is None or self.cycle.response_complete):
-            self.transport.close()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._start_head_timer()
-
-    def on_headers_complete(self) -> None:
-        self._in_head, self._head_bytes = False, 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._in_head = True  # what comes next is the next request's head
-        super().on_message_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        while data and self._in_head and not self.transport.is_closing():
-            room = MAX_HEAD_BYTES - self._head_bytes
-            if len(data) <= room:
-                self._head_bytes += len(data)
-                super().data_received(data)
-                return
-            part, data = data[:room], data[room:]  # feed what fits: it may end the head
-            self._head_bytes += len(part)
-            super().data_received(part)
-            if self._in_head:
-                self._reject_head()
-                return
-        if data and not self.transport.is_closing():
-            super().data_received(data)
-
-    def _reject_head(self) -> None:
-        self.transport.write(raw_error(ErrorType.headers_too_large,
-                                       f"request line and headers are over {MAX_HEAD_BYTES} bytes"))
-        self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        """httptools could not parse the request: our JSON error shape, not uvicorn's text."""
-        self.transport.write(raw_error(ErrorType.bad_request, msg))
-        self.transport.close()
-
-
-def raw_error(error_type: ErrorType, message: str) -> bytes:
-    """A complete HTTP/1.1 error response, for the protocol layer (no ASGI app involved); the
-    connection is closed after it."""
-    status = STATUS[error_type]
-    body = orjson.dumps({"error": message, "error_type": error_type.value})
-    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
 def _uvicorn_options(settings: Settings) -> dict:

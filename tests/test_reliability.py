@@ -25,6 +25,7 @@ from conftest import read_until_closed, sample
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+import service.protocol
 import service.server
 from bench import overload  # LiveService runs `python -m service`; run_overload drives it
 from service.config import Settings
@@ -102,9 +103,10 @@ def test_tokenize_limits(limited: TestClient) -> None:
 class ThreadedServer:
     """uvicorn with production options (service.server) in a thread of this process."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry, **overrides: object) -> None:
         options = service.server._uvicorn_options(settings)
         options.update(port=overload.free_port(), log_config=None)  # type: ignore[attr-defined]
+        options.update(overrides)
         self.port = options["port"]
         self.server = service.server.Server(uvicorn.Config(create_app(settings, registry), **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -148,13 +150,32 @@ def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServe
 
     model = build_artifact(tmp_path_factory.mktemp("threaded") / "model")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(service.server, "HEAD_TIMEOUT_S", 1.0)
+        patch.setattr(service.protocol, "HEAD_TIMEOUT_S", 1.0)
         settings = Settings(model_dir=model, device="cpu", body_timeout_s=BODY_TIMEOUT_S)
         with ThreadedServer(settings, CollectorRegistry()) as server:
             yield server
 
 
 BODY_TIMEOUT_S = 4.0  # the threaded server's TEXTCLF_BODY_TIMEOUT_S
+
+
+@pytest.mark.integration
+def test_beyond_the_concurrency_limit_the_refusal_is_json(tmp_path: Path) -> None:
+    """uvicorn refuses requests beyond limit_concurrency before the app sees them; the refusal
+    is the service's 429 `overloaded` with Retry-After (uvicorn's own is a plain-text 503)."""
+    from conftest import build_artifact
+
+    settings = Settings(model_dir=build_artifact(tmp_path / "model"), device="cpu")
+    # limit 1: the request's own connection already reaches it
+    with ThreadedServer(settings, CollectorRegistry(), limit_concurrency=1) as server:
+        sock = _raw(server.port)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = read_until_closed(sock)  # the server closes the connection after it
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 429"), head
+    assert b"retry-after: 1" in head.lower() and b"content-type: application/json" in head
+    assert json.loads(body) == {"error": "the server is at its concurrency limit; retry later",
+                                "error_type": "overloaded"}
 
 
 def _raw(port: int) -> socket.socket:
