@@ -111,6 +111,12 @@ class Batcher:
         self._wakeup.set()
         return await job.future
 
+    def check_room(self) -> None:
+        """429 before a request is read and tokenized when no text of it could be queued: under
+        overload the refusal then costs next to nothing (`submit` checks the exact size)."""
+        if self._queued_texts >= self.max_queue_size:
+            raise overloaded()
+
     @contextmanager
     def expecting(self) -> Iterator[None]:
         """Mark a request as on its way to `submit` (reading body, tokenizing)."""

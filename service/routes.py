@@ -71,6 +71,7 @@ async def classify(state: ServiceState, kind: str,
     body and the batch result. Shared by the route below and service.middleware's fast path."""
     settings = state.settings
     with state.use() as serving:
+        serving.batcher.check_room()
         with serving.batcher.expecting():
             req = parse_body(PredictRequest, kind, await read(), plain_text_field="inputs")
             encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
@@ -116,6 +117,7 @@ async def embed_words(serving: ServingDep,
                                       TextsRequest.model_json_schema()]}}}}},
              summary="Word vectors ({words}) or pooled text vectors ({inputs})")
 async def embed(request: Request, state: StateDep, serving: ServingDep) -> Response:
+    serving.batcher.check_room()
     with serving.batcher.expecting():
         data = (await read_model(request, JSONObject, state.settings)).root
         if "words" in data:

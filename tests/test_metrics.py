@@ -115,5 +115,9 @@ async def test_full_queue_answers_429_at_once(settings_factory, registry):
             assert refused.headers["retry-after"] == "1"
             assert refused.json()["error_type"] == "overloaded"
             assert sample(registry, "textclf_queue_depth") == 2
+            # refused before its body is read: not even malformed JSON gets as far as a 422
+            unread = await http.post("/predict", content=b"{not json",
+                                     headers={"content-type": "application/json"})
+            assert unread.status_code == 429
             release.set()
             assert (await first).status_code == 200 and (await queued).status_code == 200
