@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import CollectorRegistry
 from schemathesis import GenerationMode
 
-from bench import overload  # LiveService runs `python -m service`; run_overload drives it
+from bench.live import LiveService
 from service.config import Settings
 from service.main import create_app
 
@@ -227,7 +227,7 @@ HOSTILE: list[tuple[str, str, str, bytes, dict[str, str], set[int]]] = [
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     model = build_artifact(tmp_path_factory.mktemp("hostile") / "model")
-    with overload.LiveService(model, max_body_bytes=MAX_BODY) as service:  # type: ignore[attr-defined]
+    with LiveService(model, max_body_bytes=MAX_BODY) as service:  # type: ignore[attr-defined]
         yield service
 
 

@@ -27,7 +27,9 @@ from prometheus_client import CollectorRegistry
 
 import service.protocol
 import service.server
-from bench import overload  # LiveService runs `python -m service`; run_overload drives it
+from bench import live
+from bench.common import free_port
+from bench.overload import run_overload
 from service.config import Settings
 from service.main import create_app
 
@@ -48,9 +50,8 @@ def _error(response: object, status: int, error_type: str) -> None:
 @pytest.mark.integration
 def test_overload_only_200_and_429_bounded_latency(tmp_path: Path) -> None:
     """bench/overload.py, short: twice the measured capacity for 5 s."""
-    bench = overload
-    model = bench.build_artifact(tmp_path / "model")  # type: ignore[attr-defined]
-    report = bench.run_overload(model, duration_s=5, calibrate_s=2)  # type: ignore[attr-defined]
+    model = live.build_artifact(tmp_path / "model")
+    report = run_overload(model, duration_s=5, calibrate_s=2)
     print("\n" + report.summary())
     assert not report.failures, report.summary()
     assert report.server_errors_5xx == 0 and report.lost == 0
@@ -105,7 +106,7 @@ class ThreadedServer:
 
     def __init__(self, settings: Settings, registry: CollectorRegistry, **overrides: object) -> None:
         options = service.server._uvicorn_options(settings)
-        options.update(port=overload.free_port(), log_config=None)  # type: ignore[attr-defined]
+        options.update(port=free_port(), log_config=None)
         options.update(overrides)
         self.port = options["port"]
         self.server = service.server.Server(uvicorn.Config(create_app(settings, registry), **options))

@@ -28,7 +28,7 @@ from conftest import build_artifact, sample
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from bench import overload  # LiveService runs `python -m service`; run_overload drives it
+from bench.live import LiveService
 from model.artifact import save_artifact
 from model.network import LSTMClassifier, ModelConfig
 from model.tokenizer import Vocabulary
@@ -292,7 +292,6 @@ def test_reload_under_load_zero_failures(tmp_path: Path) -> None:
     """Threads send /predict non-stop to a live server while it is reloaded 6 times (two
     artifacts, alternately) and once refused (bad artifact): every request answers 200, with
     the scores of one model or the other, never a mix."""
-    bench = overload
     dirs = [build_artifact(tmp_path / f"v{i}", seed=i, max_length=64) for i in (1, 2)]
     bad = build_artifact(tmp_path / "bad", seed=3)
     _flip_byte(bad)
@@ -304,7 +303,7 @@ def test_reload_under_load_zero_failures(tmp_path: Path) -> None:
     body = json.dumps({"inputs": texts}).encode()
     headers = {"Content-Type": "application/json", "X-API-Key": KEY}
 
-    with bench.LiveService(link, api_key=KEY, max_batch_delay_ms=5,  # type: ignore[attr-defined]
+    with LiveService(link, api_key=KEY, max_batch_delay_ms=5,
                            max_queue_size=100_000) as live:
         answers: dict[str, list] = {}
         for i, target in enumerate(dirs * 2):  # learn each model's answer
@@ -377,13 +376,12 @@ def _close(got: list, expected: list) -> bool:
 
 @pytest.mark.integration
 def test_sighup_reloads_and_refuses_bad_artifact(tmp_path: Path) -> None:
-    bench = overload
     v1, v2 = (build_artifact(tmp_path / f"v{i}", seed=i) for i in (1, 2))
     bad = build_artifact(tmp_path / "bad", seed=3)
     _tamper_vocab(bad)
     link = tmp_path / "current"
     link.symlink_to(v1)
-    with bench.LiveService(link) as live:  # type: ignore[attr-defined]
+    with LiveService(link) as live:
         info = lambda: json.loads(live.request("GET", "/info")[2])  # noqa: E731
         assert info()["model_version"] == _config(v1)["version"]
 

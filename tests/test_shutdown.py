@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import overload  # LiveService runs `python -m service`; run_overload drives it
+from bench.live import LiveService, build_artifact, make_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def heavy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Big enough that a few hundred long texts keep the inference thread busy for a while."""
-    return overload.build_artifact(tmp_path_factory.mktemp("shutdown") / "model")  # type: ignore[attr-defined]
+    return build_artifact(tmp_path_factory.mktemp("shutdown") / "model")
 
 
 class Trickler:
@@ -64,12 +64,11 @@ def _keepalive(port: int) -> http.client.HTTPConnection:
 @pytest.mark.parametrize("inference_thread", ["", "true"], ids=["auto", "thread"])
 def test_sigterm_drains_accepted_requests_and_exits_0(heavy_model: Path,
                                                       inference_thread: str) -> None:
-    bench = overload
     timeout_s = 20
-    texts = bench.make_texts(64, 200)  # type: ignore[attr-defined]
+    texts = make_texts(64, 200)
     heavy = json.dumps({"inputs": texts}).encode()
     small = json.dumps({"inputs": ["the team won the cup final"] * 4}).encode()
-    with bench.LiveService(heavy_model, shutdown_timeout_s=timeout_s,  # type: ignore[attr-defined]
+    with LiveService(heavy_model, shutdown_timeout_s=timeout_s,
                            max_queue_size=100_000, num_threads=1,
                            inference_thread=inference_thread) as live:
         # Requests in flight at SIGTERM: (1) bodies half sent, (2) long texts keeping the model
@@ -126,11 +125,10 @@ def test_readiness_is_503_at_once_on_sigterm(tmp_path: Path) -> None:
     0.1 s) closes idle connections: a probe sent right after SIGTERM on an open keep-alive
     connection is answered 503. If uvicorn closed that connection first (nothing answered; a
     sub-millisecond window), the check is inconclusive and runs again on a fresh process."""
-    bench = overload
-    model = bench.build_artifact(tmp_path / "model", hidden_size=8, embedding_dim=8)  # type: ignore[attr-defined]
+    model = build_artifact(tmp_path / "model", hidden_size=8, embedding_dim=8)
     outcomes = []
     for _ in range(3):
-        with bench.LiveService(model) as live:  # type: ignore[attr-defined]
+        with LiveService(model) as live:
             conn = _keepalive(live.port)
             conn.request("GET", "/health/ready")
             first = conn.getresponse()
@@ -153,9 +151,8 @@ def test_readiness_is_503_at_once_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_stuck_client_cannot_hold_shutdown_past_the_timeout(tmp_path: Path) -> None:
-    bench = overload
-    model = bench.build_artifact(tmp_path / "model", hidden_size=8, embedding_dim=8)  # type: ignore[attr-defined]
-    with bench.LiveService(model, shutdown_timeout_s=2) as live:  # type: ignore[attr-defined]
+    model = build_artifact(tmp_path / "model", hidden_size=8, embedding_dim=8)
+    with LiveService(model, shutdown_timeout_s=2) as live:
         stuck = Trickler(live.port, json.dumps({"inputs": "never finished"}).encode())
         time.sleep(0.3)
         killed_at = time.monotonic()
