@@ -28,8 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.body import check_declared_length, collect, media_type, receive_chunks
 from service.errors import ErrorType, error_response
 from service.metrics import Metrics, endpoint_label
+from service.protocol import OVER_LIMIT
 from service.routes import classify, timing_headers
 
+# beyond uvicorn's limit_concurrency; the same 429 as a full queue (text-embeddings-inference
+# answers 429 when over its concurrency limit too), and the connection is closed as uvicorn does
+OVER_LIMIT_MESSAGE = "the server is at its concurrency limit; retry later"
 PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -148,7 +152,11 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            if self.api_key and path not in PUBLIC_PATHS and not _authorised(scope, self.api_key):
+            if OVER_LIMIT in scope.get("extensions", ()):  # see service.protocol
+                reply = error_response(ErrorType.overloaded, OVER_LIMIT_MESSAGE,
+                                       {"Retry-After": "1", "Connection": "close"})
+                await reply(scope, receive, send_with_id)
+            elif self.api_key and path not in PUBLIC_PATHS and not _authorised(scope, self.api_key):
                 reply = error_response(ErrorType.unauthorized, "missing or wrong API key",
                                        {"WWW-Authenticate": "Bearer"})
                 await reply(scope, receive, send_with_id)

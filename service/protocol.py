@@ -1,8 +1,8 @@
 """uvicorn's httptools protocol, with what a public server needs that uvicorn leaves out.
 
 - The request head is bounded in size and time (431, slowloris; see LimitedHttpToolsProtocol).
-- Unparseable HTTP and uvicorn's own concurrency refusal answer in the service's JSON error shape
-  (uvicorn's are plain text).
+- Unparseable HTTP gets the service's JSON error shape (uvicorn's is plain text), and so does
+  uvicorn's refusal beyond limit_concurrency: the app answers it (see `OVER_LIMIT`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from service.errors import STATUS, ErrorType
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
+# scope["extensions"] key: uvicorn refused this request at its limit_concurrency
+OVER_LIMIT = "textclf.over_limit"
 HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
 
 
@@ -88,26 +90,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if app is service_unavailable:  # uvicorn's plain-text 503 beyond limit_concurrency
-            app = refuse_over_limit
+            # the app answers instead (service.middleware: 429 `overloaded`, counted in the
+            # metrics, with a request id), told so by an ASGI scope extension
+            cycle.scope.setdefault("extensions", {})[OVER_LIMIT] = {}
+            app = self.app
         super()._start_asgi_task(cycle, app)
 
     def send_400_response(self, msg: str) -> None:
         """httptools could not parse the request: our JSON error shape, not uvicorn's text."""
         self.transport.write(raw_error(ErrorType.bad_request, msg))
         self.transport.close()
-
-
-async def refuse_over_limit(scope: Any, receive: Any, send: Any) -> None:
-    """uvicorn's answer beyond limit_concurrency, in the JSON shape: 429 `overloaded` with
-    Retry-After, as the batching queue answers (text-embeddings-inference answers 429 there too);
-    the connection is closed, as uvicorn does."""
-    body = orjson.dumps({"error": "the server is at its concurrency limit; retry later",
-                         "error_type": ErrorType.overloaded.value})
-    await send({"type": "http.response.start", "status": STATUS[ErrorType.overloaded],
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", b"1"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def raw_error(error_type: ErrorType, message: str) -> bytes:

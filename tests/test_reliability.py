@@ -162,19 +162,22 @@ BODY_TIMEOUT_S = 4.0  # the threaded server's TEXTCLF_BODY_TIMEOUT_S
 
 @pytest.mark.integration
 def test_beyond_the_concurrency_limit_the_refusal_is_json(tmp_path: Path) -> None:
-    """uvicorn refuses requests beyond limit_concurrency before the app sees them; the refusal
-    is the service's 429 `overloaded` with Retry-After (uvicorn's own is a plain-text 503)."""
+    """Beyond limit_concurrency uvicorn would answer a plain-text 503 itself; here the app
+    answers the service's 429 `overloaded` with Retry-After, counted and with a request id."""
     from conftest import build_artifact
 
     settings = Settings(model_dir=build_artifact(tmp_path / "model"), device="cpu")
+    registry = CollectorRegistry()
     # limit 1: the request's own connection already reaches it
-    with ThreadedServer(settings, CollectorRegistry(), limit_concurrency=1) as server:
+    with ThreadedServer(settings, registry, limit_concurrency=1) as server:
         sock = _raw(server.port)
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = read_until_closed(sock)  # the server closes the connection after it
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 429"), head
     assert b"retry-after: 1" in head.lower() and b"content-type: application/json" in head
+    assert b"x-request-id: " in head  # answered by the app's middleware, like any other reply
+    assert sample(registry, "textclf_requests_total", endpoint="/health", status="429") == 1
     assert json.loads(body) == {"error": "the server is at its concurrency limit; retry later",
                                 "error_type": "overloaded"}
 
