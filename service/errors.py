@@ -66,9 +66,9 @@ class ServiceError(Exception):
         return STATUS[self.error_type]
 
 
-def overloaded(retry_after_s: int = 1) -> ServiceError:
-    return ServiceError(ErrorType.overloaded, "the request queue is full; retry later",
-                        {"Retry-After": str(retry_after_s)})
+def overloaded(message: str = "the request queue is full; retry later",
+               retry_after_s: int = 1) -> ServiceError:
+    return ServiceError(ErrorType.overloaded, message, {"Retry-After": str(retry_after_s)})
 
 
 def error_response(error_type: ErrorType, message: str,

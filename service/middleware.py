@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.body import check_declared_length, collect, media_type, receive_chunks
-from service.errors import ErrorType, error_response
+from service.errors import ErrorType, error_response, overloaded
 from service.metrics import Metrics, endpoint_label
 from service.protocol import OVER_LIMIT
 from service.routes import classify, timing_headers
@@ -153,8 +153,9 @@ class RequestMiddleware:
 
         try:
             if OVER_LIMIT in scope.get("extensions", ()):  # see service.protocol
-                reply = error_response(ErrorType.overloaded, OVER_LIMIT_MESSAGE,
-                                       {"Retry-After": "1", "Connection": "close"})
+                refusal = overloaded(OVER_LIMIT_MESSAGE)
+                reply = error_response(refusal.error_type, refusal.message,
+                                       {**refusal.headers, "Connection": "close"})
                 await reply(scope, receive, send_with_id)
             elif self.api_key and path not in PUBLIC_PATHS and not _authorised(scope, self.api_key):
                 reply = error_response(ErrorType.unauthorized, "missing or wrong API key",

@@ -18,9 +18,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from service.errors import STATUS, ErrorType
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
+HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
 # scope["extensions"] key: uvicorn refused this request at its limit_concurrency
 OVER_LIMIT = "textclf.over_limit"
-HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):

@@ -117,11 +117,11 @@ async def embed_words(serving: ServingDep,
                                       TextsRequest.model_json_schema()]}}}}},
              summary="Word vectors ({words}) or pooled text vectors ({inputs})")
 async def embed(request: Request, state: StateDep, serving: ServingDep) -> Response:
-    serving.batcher.check_room()
     with serving.batcher.expecting():
         data = (await read_model(request, JSONObject, state.settings)).root
-        if "words" in data:
+        if "words" in data:  # a table lookup: no queue involved
             return _words_reply(serving, validate(WordsRequest, data))
+        serving.batcher.check_room()  # before tokenizing
         req = validate(TextsRequest, data)
         encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
                                 settings=state.settings, metrics=state.metrics)

@@ -227,7 +227,7 @@ HOSTILE: list[tuple[str, str, str, bytes, dict[str, str], set[int]]] = [
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     model = build_artifact(tmp_path_factory.mktemp("hostile") / "model")
-    with LiveService(model, max_body_bytes=MAX_BODY) as service:  # type: ignore[attr-defined]
+    with LiveService(model, max_body_bytes=MAX_BODY) as service:
         yield service
 
 

@@ -119,5 +119,10 @@ async def test_full_queue_answers_429_at_once(settings_factory, registry):
             unread = await http.post("/predict", content=b"{not json",
                                      headers={"content-type": "application/json"})
             assert unread.status_code == 429
+            # word vectors are a table lookup, not queued: still answered
+            words = await http.post("/embed", json={"words": ["cup"]})
+            assert words.status_code == 200 and words.json()["vectors"][0]["word"] == "cup"
+            texts = await http.post("/embed", json={"inputs": "e"})
+            assert texts.status_code == 429
             release.set()
             assert (await first).status_code == 200 and (await queued).status_code == 200

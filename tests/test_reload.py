@@ -304,7 +304,7 @@ def test_reload_under_load_zero_failures(tmp_path: Path) -> None:
     headers = {"Content-Type": "application/json", "X-API-Key": KEY}
 
     with LiveService(link, api_key=KEY, max_batch_delay_ms=5,
-                           max_queue_size=100_000) as live:
+                     max_queue_size=100_000) as live:
         answers: dict[str, list] = {}
         for i, target in enumerate(dirs * 2):  # learn each model's answer
             point(link, target)

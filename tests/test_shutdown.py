@@ -69,8 +69,8 @@ def test_sigterm_drains_accepted_requests_and_exits_0(heavy_model: Path,
     heavy = json.dumps({"inputs": texts}).encode()
     small = json.dumps({"inputs": ["the team won the cup final"] * 4}).encode()
     with LiveService(heavy_model, shutdown_timeout_s=timeout_s,
-                           max_queue_size=100_000, num_threads=1,
-                           inference_thread=inference_thread) as live:
+                     max_queue_size=100_000, num_threads=1,
+                     inference_thread=inference_thread) as live:
         # Requests in flight at SIGTERM: (1) bodies half sent, (2) long texts keeping the model
         # busy, each on a connection that was already open (so certainly accepted).
         tricklers = [Trickler(live.port, small) for _ in range(3)]
