@@ -1,6 +1,18 @@
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from model.tokenizer import PAD, PAD_ID, UNK, UNK_ID, Vocabulary, split_with_offsets, split_words
+from model.tokenizer import (
+    _TOKEN_RE,
+    PAD,
+    PAD_ID,
+    UNK,
+    UNK_ID,
+    Vocabulary,
+    pad,
+    split_with_offsets,
+    split_words,
+)
 
 
 def test_scripts_are_split_into_words_and_punctuation():
@@ -16,6 +28,19 @@ def test_nfkc_and_lowercase_option():
     assert split_words("ｆｕｌｌ　ｗｉｄｔｈ ﬁne") == ["full", "width", "fine"]
     assert split_words("e\u0301te\u0301") == ["été"]  # combining accents compose
     assert split_words("Paris LONDON", lowercase=False) == ["Paris", "LONDON"]
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_the_ascii_fast_path_splits_as_the_unicode_pattern(text):
+    assert split_words(text, lowercase=False) == _TOKEN_RE.findall(text)
+    assert split_words(text) == [w.lower() for w in _TOKEN_RE.findall(text)]
+    assert [w for w, _, _ in split_with_offsets(text)] == split_words(text)
+
+
+def test_the_ascii_fast_path_on_punctuation_underscores_and_control_spaces():
+    text = "snake_case, e-mail!! x\x1cy\x1fz\t42nd_"
+    assert split_words(text) == ["snake_case", ",", "e", "-", "mail", "!", "!", "x", "y", "z",
+                                 "42nd_"]
 
 
 def test_offsets_point_into_the_original_text():
@@ -51,6 +76,17 @@ def test_batch_encoding_pads_with_zero_and_keeps_lengths():
     assert lengths.tolist() == [3, 1, 1]  # an empty text still has one (pad) step
     assert ids[1].tolist() == [vocab.lookup("b"), PAD_ID, PAD_ID]
     assert ids[2].tolist() == [PAD_ID] * 3
+
+
+def test_pad_gives_int64_tensors_that_own_their_rows():
+    rows = [[5, 6], [7]]
+    ids, lengths = pad(rows)
+    assert ids.dtype == lengths.dtype == torch.long
+    assert ids.tolist() == [[5, 6], [7, PAD_ID]] and lengths.tolist() == [2, 1]
+    rows[0][0] = 99  # the tensors do not alias the input lists
+    assert ids[0, 0] == 5
+    empty_ids, empty_lengths = pad([])
+    assert empty_ids.shape == (0, 1) and empty_lengths.shape == (0,)
 
 
 def test_one_hot_and_sparse_views_select_embedding_rows():
