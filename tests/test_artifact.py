@@ -1,10 +1,14 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from model.artifact import CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, ArtifactError, load_artifact
 from tests.conftest import LABELS, build_artifact
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_round_trip_gives_the_same_model(tmp_path):
@@ -88,3 +92,23 @@ def test_missing_weights_file(tmp_path):
     (path / WEIGHTS_FILE).unlink()
     with pytest.raises(ArtifactError, match="model.safetensors: missing file"):
         load_artifact(path)
+
+
+def test_nothing_on_the_load_path_unpickles() -> None:
+    """Weights are safetensors and JSON only: no pickle, no torch.load without weights_only."""
+    offenders = []
+    for package in ("model", "service"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            source = path.read_text(encoding="utf-8")
+            for lineno, line in enumerate(source.splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if re.search(r"\b(import\s+pickle|from\s+pickle|pickle\.|cPickle|dill|joblib)\b",
+                             code) or "allow_pickle=True" in code:  # np.load refuses by default
+                    offenders.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
+            for call in re.finditer(r"(?<![\w.])torch\.load\(", source):  # not safetensors.torch
+                args = source[call.end(): source.find(")", call.end()) + 1]
+                if "weights_only=True" not in args:
+                    lineno = source.count("\n", 0, call.start()) + 1
+                    offenders.append(f"{path.relative_to(ROOT)}:{lineno}: torch.load without "
+                                     "weights_only=True")
+    assert not offenders, "\n".join(offenders)
