@@ -107,7 +107,7 @@ class Batcher:
         job = Job(encoded, asyncio.get_running_loop().create_future(), time.perf_counter())
         self._jobs.append(job)
         self._queued_texts += len(encoded)
-        self.metrics.queue_depth.set(self._queued_texts)
+        self.metrics.queued.set(self._queued_texts)
         self._wakeup.set()
         return await job.future
 
@@ -134,7 +134,7 @@ class Batcher:
             batch.append(job)
             texts += len(job.encoded)
         self._queued_texts -= texts
-        self.metrics.queue_depth.set(self._queued_texts)
+        self.metrics.queued.set(self._queued_texts)
         return batch
 
     async def _wait_for_more(self) -> None:
@@ -179,8 +179,8 @@ class Batcher:
     def _deliver(self, batch: list[Job], output: BatchOutput, started: float,
                  inference_seconds: float) -> None:
         size = sum(len(job.encoded) for job in batch)
-        self.metrics.batch_size.observe(size)
-        self.metrics.inference_duration.observe(inference_seconds)
+        self.metrics.batch_texts.observe(size)
+        self.metrics.inference.observe(inference_seconds)
         row = 0
         for job in batch:
             n = len(job.encoded)
@@ -188,7 +188,7 @@ class Batcher:
                                output.features[row : row + n])
             row += n
             queue_seconds = started - job.enqueued_at
-            self.metrics.queue_duration.observe(queue_seconds)
+            self.metrics.queue_wait.observe(queue_seconds)
             if not job.future.done():  # the client may have gone away
                 job.future.set_result(JobResult(part, queue_seconds, inference_seconds, size))
 

@@ -59,7 +59,7 @@ async def encode_texts(serving: Serving, texts: list[str], metrics: Metrics, tru
         encoded = await run_in_threadpool(lambda: [encode(t) for t in texts])
     else:
         encoded = [encode(t) for t in texts]
-    metrics.tokenization_duration.observe(time.perf_counter() - tick)
+    metrics.tokenization.observe(time.perf_counter() - tick)
     metrics.observe_texts([len(e) for e in encoded], [e.count(UNK_ID) for e in encoded])
     return fit_to_limit(encoded, serving.predictor.max_tokens, truncate, left)
 

@@ -42,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await state.stop()
         remove_sighup()
+        state.metrics.flush()  # the last requests' buffered writes (service/metricbuffer.py)
 
 
 class TextclfApp(FastAPI):

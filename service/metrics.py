@@ -7,10 +7,10 @@ becomes a label value.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +21,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from service.metricbuffer import FlushOnCollect, PendingCounter, PendingGauge, PendingHistogram
 
 ENDPOINTS = frozenset({
     "/predict", "/embed", "/tokenize", "/explain", "/info", "/health", "/health/live",
@@ -44,6 +46,10 @@ class Metrics:
         aggregates every worker; otherwise they live in `registry`."""
         self.registry = registry
         self.multiprocess_dir = multiprocess_dir
+        # per-request writes are buffered (service/metricbuffer.py); registered before every
+        # metric, so any read of the registry flushes first
+        registry.register(FlushOnCollect(self.flush))
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         r = registry if multiprocess_dir is None else None
         self.requests = Counter("textclf_requests", "HTTP requests by endpoint and status code",
                                 ["endpoint", "status"], registry=r)
@@ -79,7 +85,7 @@ class Metrics:
         self.reloads = Counter("textclf_model_reloads", "Model reload attempts by result",
                                ["result"], registry=r)
         self._model_labels: tuple[str, str] | None = None
-        self._predicted: dict[str, Any] = {}  # predictions' children: labels() costs a lookup
+        self._buffer_hot_path()
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
         else:
@@ -94,17 +100,69 @@ class Metrics:
         self._model_labels = (version, device)
         self.model_info.labels(version=version, device=device).set(1)
 
+    def _buffer_hot_path(self) -> None:
+        """What every request or batch writes goes through buffers; the rest (ready, model
+        info, reloads) is rare and written directly."""
+        self._requests: dict[tuple[str, int], tuple[PendingCounter, PendingHistogram]] = {}
+        self._predicted: dict[str, PendingCounter] = {}
+        self._pending: list[PendingCounter | PendingHistogram | PendingGauge] = []
+        self.tokenization = self._pending_histogram(self.tokenization_duration)
+        self.queue_wait = self._pending_histogram(self.queue_duration)
+        self.inference = self._pending_histogram(self.inference_duration)
+        self.batch_texts = self._pending_histogram(self.batch_size)
+        self._input_tokens = self._pending_histogram(self.input_tokens)
+        self._oov_ratio = self._pending_histogram(self.oov_ratio)
+        self._confidence = self._pending_histogram(self.prediction_confidence)
+        self.queued = PendingGauge(self.queue_depth)
+        self._pending.append(self.queued)
+
+    def _pending_histogram(self, child: Histogram) -> PendingHistogram:
+        self._pending.append(pending := PendingHistogram(child))
+        return pending
+
+    def _pending_counter(self, child: Counter) -> PendingCounter:
+        self._pending.append(pending := PendingCounter(child))
+        return pending
+
+    def count_request(self, endpoint: str, status: int, seconds: float) -> None:
+        """The last write of every HTTP request: also schedules the flush."""
+        children = self._requests.get((endpoint, status))
+        if children is None:  # endpoints and status codes are few: this stays small
+            children = self._requests[(endpoint, status)] = (
+                self._pending_counter(self.requests.labels(endpoint=endpoint, status=str(status))),
+                self._pending_histogram(self.request_duration.labels(endpoint=endpoint)))
+        children[0].inc()
+        children[1].observe(seconds)
+        self.flush_soon()
+
     def count_prediction(self, label: str, confidence: float) -> None:
         child = self._predicted.get(label)
         if child is None:  # one per model label: a small, fixed set
-            child = self._predicted[label] = self.predictions.labels(label=label)
+            child = self._predicted[label] = self._pending_counter(self.predictions.labels(label=label))
         child.inc()
-        self.prediction_confidence.observe(confidence)
+        self._confidence.observe(confidence)
 
     def observe_texts(self, token_counts: list[int], unk_counts: list[int]) -> None:
         for tokens, unknown in zip(token_counts, unk_counts, strict=True):
-            self.input_tokens.observe(tokens)
-            self.oov_ratio.observe(unknown / tokens if tokens else 0.0)
+            self._input_tokens.observe(tokens)
+            self._oov_ratio.observe(unknown / tokens if tokens else 0.0)
+
+    def flush_soon(self) -> None:
+        """Flush at the next event-loop iteration (once, however many requests end in this
+        one); at once where no loop runs here (a worker thread, a test)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._flush_loop is not loop:  # not yet scheduled on this loop (or on a dead one)
+            self._flush_loop = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_loop = None
+        for pending in self._pending:
+            pending.flush()
 
     def render(self) -> bytes:
         if self.multiprocess_dir is not None:

@@ -1,0 +1,85 @@
+"""TEXTCLF_WORKERS=2: two server processes, one /metrics that adds up across them (prometheus-
+client multiprocess mode), whichever worker answers the scrape. bench/workers.py does the same
+under wrk load and adds a SIGHUP worker replacement."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import build_artifact
+
+from bench.live import LiveService
+from bench.workers import per_worker
+
+PREDICT = 'textclf_requests_total{endpoint="/predict",status="200"}'
+
+
+def send_predicts(port: int, connections: int, per_connection: int) -> list[int]:
+    """Statuses of /predict sent on `connections` keep-alive connections at once (the kernel
+    hands each new connection to whichever worker accepts first)."""
+    statuses: list[int] = []
+    body = json.dumps({"inputs": ["the team won the cup final", "shares fell"]})
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(per_connection):
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return statuses
+
+
+def scrape(live: LiveService) -> dict[str, float]:
+    """One /metrics, each connection new: consecutive scrapes may land on different workers."""
+    _, _, body = live.request("GET", "/metrics")
+    values = {}
+    for line in body.decode().splitlines():
+        if line.startswith("textclf_"):
+            key, value = line.rsplit(" ", 1)
+            values[key] = float(value)
+    return values
+
+
+def total(values: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in values.items() if k.startswith(prefix))
+
+
+@pytest.mark.integration
+def test_two_workers_report_the_same_totals(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    with LiveService(build_artifact(tmp_path / "model"), workers=2, multiproc_dir=metrics_dir,
+                     log_level="warning", startup_timeout_s=120) as live:
+        time.sleep(1.0)  # /health/ready answered by one worker: let the other finish starting
+        statuses: list[int] = []
+        for _ in range(20):  # until both workers have served some (usually the first round)
+            statuses += send_predicts(live.port, connections=8, per_connection=10)
+            if len(served := per_worker(metrics_dir)) == 2 and all(served.values()):
+                break
+        assert set(statuses) == {200}
+        sent = len(statuses)
+        # A scrape flushes the worker that answers it; the other one's writes must already be
+        # in the shared files (each worker flushes within a loop iteration of its last request).
+        time.sleep(0.5)
+        scrapes = [scrape(live) for _ in range(6)]
+        assert [s.get(PREDICT) for s in scrapes] == [sent] * 6
+        last = scrapes[-1]
+        assert total(last, "textclf_predictions_total") == 2 * sent  # two texts per request
+        assert total(last, "textclf_batch_size_sum") == 2 * sent
+        assert total(last, "textclf_input_tokens_count") == 2 * sent
+        assert last['textclf_request_duration_seconds_count{endpoint="/predict"}'] == sent
+        assert last["textclf_ready"] == 1
+        served = per_worker(metrics_dir)
+        assert len(served) == 2 and sum(served.values()) == sent, served
