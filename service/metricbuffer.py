@@ -37,7 +37,8 @@ class PendingHistogram:
         values = self._values
         if not values:
             return
-        taken = [values.popleft() for _ in range(len(values))]  # appends may race: pop, not clear
+        # appends from other threads may race with this: pop what is there, never clear()
+        taken = [values.popleft() for _ in range(len(values))]
         # prometheus-client's own layout (checked by tests/test_metricbuffer.py against
         # observe()): non-cumulative bucket values, the first bound >= the amount counts it
         bounds, buckets = self._child._upper_bounds, self._child._buckets
@@ -72,7 +73,10 @@ class PendingCounter:
 
 
 class PendingGauge:
-    """The last value set on a gauge (set from the event loop thread only)."""
+    """The last value set on a gauge (set from the event loop thread only).
+
+    Each `flush` of these classes is for one thread at a time (Metrics.flush holds a lock);
+    observations may come from any thread."""
 
     def __init__(self, gauge: Any) -> None:
         self._gauge = gauge

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import glob
 import os
+import threading
 
 from prometheus_client import (
     CollectorRegistry,
@@ -50,6 +51,7 @@ class Metrics:
         # metric, so any read of the registry flushes first
         registry.register(FlushOnCollect(self.flush))
         self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._flush_lock = threading.Lock()
         r = registry if multiprocess_dir is None else None
         self.requests = Counter("textclf_requests", "HTTP requests by endpoint and status code",
                                 ["endpoint", "status"], registry=r)
@@ -160,9 +162,12 @@ class Metrics:
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._flush_loop = None
-        for pending in self._pending:
-            pending.flush()
+        # the loop's flush and a read from another thread (a test's registry read while the
+        # app runs in TestClient's thread) must not both drain the same buffers
+        with self._flush_lock:
+            self._flush_loop = None
+            for pending in self._pending:
+                pending.flush()
 
     def render(self) -> bytes:
         if self.multiprocess_dir is not None:
