@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny artifact with fixed weights, built in tmp_path, and a test client."""
+"""Shared fixtures: a tiny artifact with fixed weights, built in tmp_path, a test client, and the
+toy sentiment model (tests/toy_sentiment.py) for the explanation tests."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from model.artifact import save_artifact
+from model.artifact import Artifact, load_artifact, save_artifact
 from model.network import LSTMClassifier, ModelConfig
 from model.tokenizer import Vocabulary
 
@@ -81,3 +82,16 @@ def read_until_closed(sock: socket.socket) -> bytes:
     except ConnectionResetError:
         pass
     return data
+
+
+@pytest.fixture(scope="session")
+def toy_artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy sentiment model of tests/toy_sentiment.py, trained once per session."""
+    from toy_sentiment import save_toy_artifact
+
+    return save_toy_artifact(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
+def toy_artifact(toy_artifact_dir: Path) -> Artifact:
+    return load_artifact(toy_artifact_dir)
