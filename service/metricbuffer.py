@@ -13,6 +13,8 @@ observed (so another worker's scrape lags by one loop iteration at most), before
 the registry (a scrape of this process, a test's get_sample_value: always exact), and at
 shutdown. Results are those of calling observe()/inc()/set() directly; the sum of a flush is
 added in one float addition, so `_sum` may differ from one-at-a-time adding in the last bits.
+Observations may come from any thread; a flush runs in one thread at a time (Metrics.flush
+holds a lock).
 """
 
 from __future__ import annotations
@@ -73,10 +75,7 @@ class PendingCounter:
 
 
 class PendingGauge:
-    """The last value set on a gauge (set from the event loop thread only).
-
-    Each `flush` of these classes is for one thread at a time (Metrics.flush holds a lock);
-    observations may come from any thread."""
+    """The last value set on a gauge (set from the event loop thread only)."""
 
     def __init__(self, gauge: Any) -> None:
         self._gauge = gauge

@@ -14,9 +14,7 @@ import pytest
 from conftest import build_artifact
 
 from bench.live import LiveService
-from bench.workers import per_worker
-
-PREDICT = 'textclf_requests_total{endpoint="/predict",status="200"}'
+from bench.workers import PREDICT, per_worker, scrape, total
 
 
 def send_predicts(port: int, connections: int, per_connection: int) -> list[int]:
@@ -42,21 +40,6 @@ def send_predicts(port: int, connections: int, per_connection: int) -> list[int]
     return statuses
 
 
-def scrape(live: LiveService) -> dict[str, float]:
-    """One /metrics, each connection new: consecutive scrapes may land on different workers."""
-    _, _, body = live.request("GET", "/metrics")
-    values = {}
-    for line in body.decode().splitlines():
-        if line.startswith("textclf_"):
-            key, value = line.rsplit(" ", 1)
-            values[key] = float(value)
-    return values
-
-
-def total(values: dict[str, float], prefix: str) -> float:
-    return sum(v for k, v in values.items() if k.startswith(prefix))
-
-
 @pytest.mark.integration
 def test_two_workers_report_the_same_totals(tmp_path: Path) -> None:
     metrics_dir = tmp_path / "metrics"
@@ -73,7 +56,7 @@ def test_two_workers_report_the_same_totals(tmp_path: Path) -> None:
         # A scrape flushes the worker that answers it; the other one's writes must already be
         # in the shared files (each worker flushes within a loop iteration of its last request).
         time.sleep(0.5)
-        scrapes = [scrape(live) for _ in range(6)]
+        scrapes = [scrape(live.base_url) for _ in range(6)]  # each on a new connection
         assert [s.get(PREDICT) for s in scrapes] == [sent] * 6
         last = scrapes[-1]
         assert total(last, "textclf_predictions_total") == 2 * sent  # two texts per request
