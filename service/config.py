@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     inference_thread: bool | None = Field(
         None, description="forward passes on their own thread (true) or the event loop (false); "
                           "unset: the thread on CUDA, on the CPU the loop for passes of <= 10 ms")
+    fast_predict: bool = Field(
+        True, description="answer POST /predict in the HTTP protocol layer when its head and body "
+                          "arrive together (no ASGI); false: every request goes through the app")
     api_key: SecretStr | None = Field(None, description="when set, required on all but health")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["text", "json"] = "text"

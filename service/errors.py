@@ -17,6 +17,11 @@ from service.responses import JSONResponse
 log = logging.getLogger("textclf.errors")
 
 
+# ASGI scope["extensions"] key set by service.protocol: uvicorn refused this request at its
+# limit_concurrency, and service.middleware answers it
+OVER_LIMIT = "textclf.over_limit"
+
+
 class ErrorType(StrEnum):
     empty = "empty"
     bad_request = "bad_request"

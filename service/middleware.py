@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.body import check_declared_length, collect, media_type, receive_chunks
-from service.errors import ErrorType, error_response, overloaded
+from service.errors import OVER_LIMIT, ErrorType, error_response, overloaded
 from service.metrics import Metrics, endpoint_label
-from service.protocol import OVER_LIMIT
 from service.routes import classify, timing_headers
 
 # beyond uvicorn's limit_concurrency; the same 429 as a full queue (text-embeddings-inference
@@ -45,7 +45,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _authorised(scope: Scope, api_key: bytes) -> bool:
+def authorised(scope: Scope, api_key: bytes) -> bool:
     """At least one credential (X-API-Key, or Authorization: Bearer), and none of those sent is
     wrong: a request with a right key and a wrong one is refused."""
     given = [key.encode("latin-1") for key in (_header(scope, b"x-api-key"), _bearer(scope))
@@ -74,6 +74,15 @@ def _exception_handler(app: Any, exc: Exception) -> Any:
     return None
 
 
+async def error_reply(app: Any, scope: Scope, exc: Exception) -> Response:
+    """The response the app's own exception handler gives `exc` (re-raised if none applies)."""
+    handler = _exception_handler(app, exc)
+    if handler is None:
+        raise exc
+    response: Response = await handler(Request(scope), exc)
+    return response
+
+
 async def fast_predict(scope: Scope, receive: Receive, send: Send) -> None:
     """POST /predict straight on ASGI messages: no Request or Response objects, one pass over
     the headers. Errors take the app's own handlers, as on every other route."""
@@ -85,11 +94,7 @@ async def fast_predict(scope: Scope, receive: Receive, send: Send) -> None:
         body, result = await classify(state, media_type(content_type),
                                       lambda: collect(receive_chunks(receive), settings))
     except Exception as exc:
-        request = Request(scope, receive, send)
-        handler = _exception_handler(scope["app"], exc)
-        if handler is None:
-            raise
-        response = await handler(request, exc)
+        response = await error_reply(scope["app"], scope, exc)
         await response(scope, receive, send)
         return
     payload = orjson.dumps(body)
@@ -119,7 +124,7 @@ class RequestMiddleware:
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count()
 
-    def _request_id(self, scope: Scope) -> bytes:
+    def request_id(self, scope: Scope) -> bytes:
         given = _header(scope, b"x-request-id")
         if given and _SAFE_ID.match(given):
             return given.encode("latin-1")
@@ -131,7 +136,7 @@ class RequestMiddleware:
             return
         start = time.perf_counter()
         path = scope["path"]
-        request_id = self._request_id(scope)
+        request_id = self.request_id(scope)
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -147,7 +152,7 @@ class RequestMiddleware:
                 reply = error_response(refusal.error_type, refusal.message,
                                        {**refusal.headers, "Connection": "close"})
                 await reply(scope, receive, send_with_id)
-            elif self.api_key and path not in PUBLIC_PATHS and not _authorised(scope, self.api_key):
+            elif self.api_key and path not in PUBLIC_PATHS and not authorised(scope, self.api_key):
                 reply = error_response(ErrorType.unauthorized, "missing or wrong API key",
                                        {"WWW-Authenticate": "Bearer"})
                 await reply(scope, receive, send_with_id)

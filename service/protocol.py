@@ -3,6 +3,7 @@
 - The request head is bounded in size and time (431, slowloris; see LimitedHttpToolsProtocol).
 - Unparseable HTTP gets the service's JSON error shape (uvicorn's is plain text), and so does
   uvicorn's refusal beyond limit_concurrency: the app answers it (see `OVER_LIMIT`).
+- A plain POST /predict is answered without ASGI (`ServiceHttpProtocol`, service.fastlane).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import orjson
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from service.errors import STATUS, ErrorType
+from service.errors import OVER_LIMIT, STATUS, ErrorType
+from service.fastlane import PATH, FastRequest, answer, find_lane, response_head
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
-# scope["extensions"] key: uvicorn refused this request at its limit_concurrency
-OVER_LIMIT = "textclf.over_limit"
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -53,10 +53,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._start_head_timer()
 
     def on_headers_complete(self) -> None:
+        self._end_head()
+        super().on_headers_complete()
+
+    def _end_head(self) -> None:
         self._in_head, self._head_bytes = False, 0
         if self._head_timer is not None:
             self._head_timer.cancel()
-        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_head = True  # what comes next is the next request's head
@@ -99,6 +102,83 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """httptools could not parse the request: our JSON error shape, not uvicorn's text."""
         self.transport.write(raw_error(ErrorType.bad_request, msg))
+        self.transport.close()
+
+
+class ServiceHttpProtocol(LimitedHttpToolsProtocol):
+    """LimitedHttpToolsProtocol that hands a POST /predict whose head and body come in one read
+    to service.fastlane (see there for which requests qualify); it stands in for uvicorn's
+    cycle meanwhile (`self.cycle`), so pipelining, shutdown and disconnects work as before."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._lane = find_lane(self.app)
+        self._fast: FastRequest | None = None  # the lane's request whose body is being read
+        self._cycle_before_fast: Any = None
+
+    def on_headers_complete(self) -> None:
+        if self._lane is not None and self._qualifies():
+            request = self._lane.admit(self.scope, self.headers,
+                                       self.parser.should_keep_alive())
+            if request is not None:
+                self._cycle_before_fast, self.cycle = self.cycle, request  # type: ignore[assignment]
+                self._fast = request
+                self._end_head()
+                return
+        super().on_headers_complete()
+
+    def _qualifies(self) -> bool:
+        """The head-level conditions of service.fastlane; `Lane.admit` checks the headers."""
+        parser, limit = self.parser, self.limit_concurrency
+        return (self.url == PATH and parser.get_method() == b"POST"
+                and parser.get_http_version() == "1.1" and not self.expect_100_continue
+                and (self.cycle is None or self.cycle.response_complete)
+                and not self.flow.write_paused and not parser.should_upgrade()
+                and (limit is None or (len(self.connections) < limit and len(self.tasks) < limit)))
+
+    def on_body(self, body: bytes) -> None:
+        if self._fast is not None:
+            self._fast.parts.append(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        request, self._fast = self._fast, None
+        if request is None:
+            super().on_message_complete()
+            return
+        self._in_head = True
+        assert self._lane is not None
+        task = self.loop.create_task(answer(self._lane, self, request))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)  # graceful shutdown waits for it, as for the app's tasks
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._fast is not None and not self.transport.is_closing():
+            self._hand_over(self._fast)
+
+    def _hand_over(self, request: FastRequest) -> None:
+        """The body did not come with the head: uvicorn and the app take the request (and apply
+        the body limit and timeout), given what has arrived so far."""
+        self._fast = None
+        self.cycle = self._cycle_before_fast
+        super().on_headers_complete()  # self.scope, url and headers are still this request's
+        for part in request.parts:
+            super().on_body(part)
+
+    def write_response(self, request: FastRequest, status: int, headers: list[bytes],
+                       body: bytes) -> None:
+        request.response_complete = True
+        if request.disconnected or self.transport.is_closing():
+            return
+        head = response_head(status, self.server_state.default_headers, headers, request)
+        self.transport.write(head + body)
+        if not request.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def abort(self) -> None:
         self.transport.close()
 
 

@@ -13,7 +13,7 @@ import uvicorn
 
 from service.config import Settings
 from service.logs import configure_logging, log_config
-from service.protocol import MAX_HEAD_BYTES, LimitedHttpToolsProtocol
+from service.protocol import MAX_HEAD_BYTES, ServiceHttpProtocol
 
 
 class Server(uvicorn.Server):
@@ -41,7 +41,7 @@ class Server(uvicorn.Server):
 def _uvicorn_options(settings: Settings) -> dict:
     return {
         "host": settings.host, "port": settings.port, "loop": "uvloop",
-        "http": LimitedHttpToolsProtocol,
+        "http": ServiceHttpProtocol,
         "log_config": log_config(settings.log_level, settings.log_format),
         "access_log": False, "timeout_graceful_shutdown": max(1, math.ceil(settings.shutdown_timeout_s)),
         "timeout_keep_alive": 5, "limit_concurrency": 4096, "backlog": 2048,

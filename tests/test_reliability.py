@@ -126,7 +126,7 @@ def test_health_and_metrics_need_no_key(keyed: TestClient) -> None:
 def test_api_key_compared_in_constant_time() -> None:
     import service.middleware as middleware
 
-    source = inspect.getsource(middleware._authorised)
+    source = inspect.getsource(middleware.authorised)
     assert "hmac.compare_digest(" in source
     assert "== api_key" not in source and "api_key ==" not in source
 

@@ -1,0 +1,150 @@
+"""POST /predict answered in the HTTP protocol itself, without ASGI: the hot path under load.
+
+Per request uvicorn builds an ASGI scope, a RequestResponseCycle with its receive and send
+coroutines and a task, and the app wraps `send` again; at 64 connections that cost more CPU
+than tokenizing and batching together. Here `service.protocol` hands a POST /predict whose head
+and body arrived in the same read to `answer`: one plain task runs the route's own core
+(`service.routes.classify`) and writes the response bytes itself.
+
+Everything else goes to uvicorn and the app exactly as before: another path or method, a body
+still on its way (chunked, large, slow: then the app's size limit and body timeout apply),
+`Expect: 100-continue`, HTTP/1.0, a request pipelined behind one not yet answered, a missing
+or wrong API key, a connection whose writes are paused, a server at its concurrency limit. So
+the lane only answers what the app would answer the same way, with the same body and headers
+(uvicorn's `server` and `date`, content type and length, timing, `x-request-id`), the same
+error responses (the app's own exception handlers), and the same metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from service.body import media_type
+from service.middleware import RequestMiddleware, authorised, error_reply
+from service.routes import classify, timing_headers
+from service.state import ServiceState
+
+log = logging.getLogger("textclf.fastlane")
+PATH = b"/predict"
+
+
+class _NoEvent:
+    """uvicorn's connection_lost sets the cycle's message event; the lane waits on none."""
+
+    def set(self) -> None:
+        pass
+
+
+NO_EVENT = _NoEvent()
+
+
+class FastRequest:
+    """Stands in for uvicorn's RequestResponseCycle while the lane has a request: the protocol's
+    own bookkeeping (pipelining, graceful shutdown, connection_lost) reads these fields."""
+
+    __slots__ = ("scope", "media", "request_id", "started", "parts", "keep_alive",
+                 "response_complete", "disconnected", "message_event")
+
+    def __init__(self, scope: Any, media: str, request_id: bytes, keep_alive: bool) -> None:
+        self.scope, self.media, self.request_id = scope, media, request_id
+        self.started = time.perf_counter()  # as RequestMiddleware: from the end of the head
+        self.parts: list[bytes] = []
+        self.keep_alive = keep_alive
+        self.response_complete = self.disconnected = False
+        self.message_event = NO_EVENT
+
+
+class Writer(Protocol):
+    """What `answer` needs of the HTTP protocol (service.protocol.ServiceHttpProtocol)."""
+
+    def write_response(self, request: FastRequest, status: int, headers: list[bytes],
+                       body: bytes) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Lane:
+    """The app objects the lane uses, found once per connection."""
+
+    app: Any  # service.main.TextclfApp
+    state: ServiceState
+    front: RequestMiddleware
+
+    def admit(self, scope: Any, headers: list[tuple[bytes, bytes]],
+              keep_alive: bool) -> FastRequest | None:
+        """A FastRequest if the lane may answer this POST /predict (its head only), else None."""
+        content_type, length = b"", b""
+        for name, value in headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"transfer-encoding":
+                return None
+        if not length.isdigit() or int(length) > self.state.settings.max_body_bytes:
+            return None  # no length, or the app's 413
+        if self.front.api_key and not authorised(scope, self.front.api_key):
+            return None  # the app's 401
+        scope.update(method="POST", path="/predict", raw_path=PATH, query_string=b"",
+                     app=self.app)  # what an error handler may read
+        return FastRequest(scope, media_type(content_type.decode("latin-1")),
+                           self.front.request_id(scope), keep_alive)
+
+
+def find_lane(asgi_app: Any) -> Lane | None:
+    """The lane for the app uvicorn serves (through its wrappers), or None: not textclf's app,
+    or TEXTCLF_FAST_PREDICT=false."""
+    app = asgi_app
+    while app is not None and not hasattr(app, "state"):
+        app = getattr(app, "app", None)  # uvicorn's proxy-headers and similar wrappers
+    state = getattr(getattr(app, "state", None), "textclf", None)
+    front = getattr(app, "front", None)
+    if not isinstance(state, ServiceState) or front is None or not state.settings.fast_predict:
+        return None
+    return Lane(app, state, front)
+
+
+async def _given(body: bytes) -> bytes:
+    return body
+
+
+async def answer(lane: Lane, writer: Writer, request: FastRequest) -> None:
+    """Classify, then write the response: 200 with the labels, or the app's error response."""
+    try:
+        body = b"".join(request.parts)
+        try:
+            reply, result = await classify(lane.state, request.media, lambda: _given(body))
+            status, payload = 200, orjson.dumps(reply)
+            headers = [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload),
+                       *(b"%s: %s\r\n" % (k.encode(), v.encode())
+                         for k, v in timing_headers(result).items())]
+        except Exception as exc:  # noqa: BLE001 - answered by the app's handlers, as in the app
+            response = await error_reply(lane.app, request.scope, exc)
+            status, payload = response.status_code, bytes(response.body)
+            headers = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
+            if any(k == b"connection" and b"close" in v.lower() for k, v in response.raw_headers):
+                request.keep_alive = False
+        writer.write_response(request, status, headers, payload)
+    except Exception:  # a bug here must not leave the client waiting for ever
+        log.exception("POST /predict failed in the fast lane")
+        writer.abort()
+        status = 500
+    lane.state.metrics.count_request("/predict", status, time.perf_counter() - request.started)
+
+
+def response_head(status: int, default_headers: list[tuple[bytes, bytes]],
+                  headers: list[bytes], request: FastRequest) -> bytes:
+    """Status line and headers as uvicorn's RequestResponseCycle.send writes them."""
+    lines = [STATUS_LINE[status], *(b"%s: %s\r\n" % pair for pair in default_headers),
+             *headers, b"x-request-id: %s\r\n" % request.request_id]
+    if not request.keep_alive and not any(h.startswith(b"connection:") for h in headers):
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
