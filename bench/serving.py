@@ -35,7 +35,7 @@ DEFAULT_SYSTEMS = "textclf,naive,constant,torchserve"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--systems", default=DEFAULT_SYSTEMS,
-                   help="comma list of NAME[:WORKERS]; NAME: textclf naive constant torchserve; "
+                   help="comma list of NAME[:WORKERS]; NAME: textclf naive constant bare torchserve; "
                         "torchserve[:W]@REV serves model/network.py from git revision REV")
     p.add_argument("--concurrency", default="1,16,64", help="comma list of connection counts")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")

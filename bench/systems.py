@@ -1,6 +1,6 @@
 """The servers the serving benchmark compares, each started as its own process group.
 
-A system spec is NAME[:WORKERS], NAME one of textclf, naive, constant, torchserve; a torchserve
+A system spec is NAME[:WORKERS], NAME one of textclf, naive, constant, bare, torchserve; a torchserve
 spec may end in @REV to archive model/network.py from that git revision (e.g. the model code
 before the inference fast path) instead of the working tree's.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import Processes, free_port, http_status
 from bench.torchserve import launch as ts
 
-NAMES = ("textclf", "naive", "constant", "torchserve")
+NAMES = ("textclf", "naive", "constant", "bare", "torchserve")
 
 
 @dataclass
@@ -74,10 +74,10 @@ class System:
             if self.workers > 1:
                 env["TEXTCLF_MULTIPROC_DIR"] = str(opts.workdir / f"metrics-{port}")
             return Launch(py + ["service"], env, base + "/predict", _get_ok(base + "/health/ready"))
-        if self.name in ("naive", "constant"):
+        if self.name in ("naive", "constant", "bare"):
             argv = py + [f"bench.{self.name}_app", "--port", str(port),
                          "--workers", str(self.workers)]
-            if self.name == "naive":
+            if self.name != "constant":
                 argv += ["--model-dir", str(opts.model_dir)]
             return Launch(argv, {}, base + "/predict", _get_ok(base + "/health/ready"))
         return self._torchserve(opts, port, probe_body)

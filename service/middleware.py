@@ -8,7 +8,8 @@ middleware layers and FastAPI's request handler cost more CPU per request than t
 ASGI messages and maps what it raises with the app's own exception handlers, as
 ExceptionMiddleware and ServerErrorMiddleware would (the handler for Exception logs it and
 answers the JSON 500). Same answers, headers and metrics; every other method and path takes
-the normal route.
+the normal route. (Under `python -m service` most POST /predict never reach ASGI at all:
+service.fastlane answers them in the protocol; this path serves the rest, and ASGI clients.)
 """
 
 from __future__ import annotations
