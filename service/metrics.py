@@ -53,33 +53,9 @@ class Metrics:
         self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._flush_lock = threading.Lock()
         r = registry if multiprocess_dir is None else None
-        self.requests = Counter("textclf_requests", "HTTP requests by endpoint and status code",
-                                ["endpoint", "status"], registry=r)
-        self.request_duration = Histogram(
-            "textclf_request_duration_seconds", "Whole-request latency", ["endpoint"],
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.tokenization_duration = Histogram(
-            "textclf_tokenization_duration_seconds", "Time to tokenize one request's inputs",
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_duration = Histogram(
-            "textclf_queue_duration_seconds", "Time a request waits for its batch to start",
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_duration = Histogram(
-            "textclf_inference_duration_seconds", "Forward pass time of one batch",
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("textclf_batch_size", "Texts per forward pass",
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.input_tokens = Histogram("textclf_input_tokens", "Tokens per input text",
-                                      buckets=TOKEN_BUCKETS, registry=r)
-        self.oov_ratio = Histogram("textclf_oov_ratio", "Share of a text's tokens not in the "
-                                   "vocabulary", buckets=RATIO_BUCKETS, registry=r)
-        self.prediction_confidence = Histogram(
-            "textclf_prediction_confidence", "Probability of the top label",
-            buckets=CONFIDENCE_BUCKETS, registry=r)
-        self.predictions = Counter("textclf_predictions", "Texts classified, by top label",
-                                   ["label"], registry=r)
-        self.queue_depth = Gauge("textclf_queue_depth", "Texts waiting for a batch",
-                                 multiprocess_mode="livesum", registry=r)
+        self._buffer_requests(r)
+        self._buffer_batches(r)
+        # rare writes, made directly
         self.model_info = Gauge("textclf_model_info", "The model being served (value 1)",
                                 ["version", "device"], multiprocess_mode="liveall", registry=r)
         self.ready = Gauge("textclf_ready", "1 when the model is loaded and warmed up",
@@ -87,7 +63,6 @@ class Metrics:
         self.reloads = Counter("textclf_model_reloads", "Model reload attempts by result",
                                ["result"], registry=r)
         self._model_labels: tuple[str, str] | None = None
-        self._buffer_hot_path()
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
         else:
@@ -102,20 +77,44 @@ class Metrics:
         self._model_labels = (version, device)
         self.model_info.labels(version=version, device=device).set(1)
 
-    def _buffer_hot_path(self) -> None:
-        """What every request or batch writes goes through buffers; the rest (ready, model
-        info, reloads) is rare and written directly."""
-        self._requests: dict[tuple[str, int], tuple[PendingCounter, PendingHistogram]] = {}
-        self._predicted: dict[str, PendingCounter] = {}
+    # What every request or batch writes goes through buffers (service/metricbuffer.py). The
+    # prometheus objects behind them are kept only where children are made per label value, so
+    # nothing writes around a buffer.
+
+    def _buffer_requests(self, r: CollectorRegistry | None) -> None:
         self._pending: list[PendingCounter | PendingHistogram | PendingGauge] = []
-        self.tokenization = self._pending_histogram(self.tokenization_duration)
-        self.queue_wait = self._pending_histogram(self.queue_duration)
-        self.inference = self._pending_histogram(self.inference_duration)
-        self.batch_texts = self._pending_histogram(self.batch_size)
-        self._input_tokens = self._pending_histogram(self.input_tokens)
-        self._oov_ratio = self._pending_histogram(self.oov_ratio)
-        self._confidence = self._pending_histogram(self.prediction_confidence)
-        self.queued = PendingGauge(self.queue_depth)
+        self._requests_total = Counter("textclf_requests", "HTTP requests by endpoint and status "
+                                       "code", ["endpoint", "status"], registry=r)
+        self._request_seconds = Histogram(
+            "textclf_request_duration_seconds", "Whole-request latency", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self._requests: dict[tuple[str, int], tuple[PendingCounter, PendingHistogram]] = {}
+        self.tokenization = self._pending_histogram(Histogram(
+            "textclf_tokenization_duration_seconds", "Time to tokenize one request's inputs",
+            buckets=LATENCY_BUCKETS, registry=r))
+        self._input_tokens = self._pending_histogram(Histogram(
+            "textclf_input_tokens", "Tokens per input text", buckets=TOKEN_BUCKETS, registry=r))
+        self._oov_ratio = self._pending_histogram(Histogram(
+            "textclf_oov_ratio", "Share of a text's tokens not in the vocabulary",
+            buckets=RATIO_BUCKETS, registry=r))
+
+    def _buffer_batches(self, r: CollectorRegistry | None) -> None:
+        self.queue_wait = self._pending_histogram(Histogram(
+            "textclf_queue_duration_seconds", "Time a request waits for its batch to start",
+            buckets=LATENCY_BUCKETS, registry=r))
+        self.inference = self._pending_histogram(Histogram(
+            "textclf_inference_duration_seconds", "Forward pass time of one batch",
+            buckets=LATENCY_BUCKETS, registry=r))
+        self.batch_texts = self._pending_histogram(Histogram(
+            "textclf_batch_size", "Texts per forward pass", buckets=BATCH_BUCKETS, registry=r))
+        self._confidence = self._pending_histogram(Histogram(
+            "textclf_prediction_confidence", "Probability of the top label",
+            buckets=CONFIDENCE_BUCKETS, registry=r))
+        self._predictions_total = Counter("textclf_predictions", "Texts classified, by top label",
+                                          ["label"], registry=r)
+        self._predicted: dict[str, PendingCounter] = {}
+        self.queued = PendingGauge(Gauge("textclf_queue_depth", "Texts waiting for a batch",
+                                         multiprocess_mode="livesum", registry=r))
         self._pending.append(self.queued)
 
     def _pending_histogram(self, child: Histogram) -> PendingHistogram:
@@ -131,8 +130,9 @@ class Metrics:
         children = self._requests.get((endpoint, status))
         if children is None:  # endpoints and status codes are few: this stays small
             children = self._requests[(endpoint, status)] = (
-                self._pending_counter(self.requests.labels(endpoint=endpoint, status=str(status))),
-                self._pending_histogram(self.request_duration.labels(endpoint=endpoint)))
+                self._pending_counter(self._requests_total.labels(endpoint=endpoint,
+                                                                   status=str(status))),
+                self._pending_histogram(self._request_seconds.labels(endpoint=endpoint)))
         children[0].inc()
         children[1].observe(seconds)
         self.flush_soon()
@@ -140,7 +140,8 @@ class Metrics:
     def count_prediction(self, label: str, confidence: float) -> None:
         child = self._predicted.get(label)
         if child is None:  # one per model label: a small, fixed set
-            child = self._predicted[label] = self._pending_counter(self.predictions.labels(label=label))
+            child = self._predicted[label] = self._pending_counter(
+                self._predictions_total.labels(label=label))
         child.inc()
         self._confidence.observe(confidence)
 

@@ -86,7 +86,7 @@ def test_increments_from_threads_during_flushes_are_all_counted() -> None:
 
 def _predict_count(metrics: Metrics) -> float:
     """The counter's own value, read without the registry (which would flush first)."""
-    return samples(metrics.requests).get(
+    return samples(metrics._requests_total).get(
         ("textclf_requests_total", (("endpoint", "/predict"), ("status", "200"))), 0.0)
 
 
