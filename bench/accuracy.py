@@ -3,6 +3,7 @@
     python bench/accuracy.py                       # 20ng r8 r52 bbc, all three systems
     python bench/accuracy.py --datasets r8 --systems textclf tfidf-svm
     python bench/accuracy.py --ablation r8         # what each LSTM choice gives on one dataset
+    python bench/accuracy.py --ablation bbc --seeds 0,1,2 --variants default frozen "mean pooling"
 
 Prints one Markdown table (accuracy, macro-F1, training seconds per system and dataset) and
 writes bench/results/accuracy.json.
@@ -42,6 +43,7 @@ ABLATIONS = {
     "last hidden state": ["--pooling", "last"],
     "unidirectional": ["--no-bidirectional"],
     "max length 128": ["--max-length", "128"],
+    "hidden size 64": ["--hidden-size", "64"],
 }
 
 
@@ -102,6 +104,19 @@ def run_fasttext(data: Dataset, threads: int) -> dict:
     return {**score(data, predicted), "train_seconds": seconds}
 
 
+def run_ablation(dataset: str, seeds: list[int], variants: list[str] | None,
+                 threads: int) -> list[dict]:
+    data, rows = load_named(dataset), []
+    for name, options in ABLATIONS.items():
+        if variants and not any(v in name for v in variants):
+            continue
+        for seed in seeds:
+            result = run_textclf(data, [*options, "--seed", str(seed)], threads)
+            rows.append({"dataset": dataset, "system": name, "seed": seed, **result})
+            print(table(rows[-1:]).splitlines()[-1], f"seed {seed}", flush=True)
+    return rows
+
+
 SYSTEMS = {"textclf": None, "tfidf-svm": run_tfidf_svm, "fasttext": run_fasttext}
 
 
@@ -115,11 +130,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(rows: list[dict]) -> str:
+    """Per variant over its seeds: mean accuracy and macro-F1, and the accuracy range."""
+    lines = ["| variant | seeds | accuracy mean (min-max) | macro-F1 mean |", "|---|---|---|---|"]
+    for name in dict.fromkeys(r["system"] for r in rows):
+        runs = [r for r in rows if r["system"] == name]
+        acc = [r["accuracy"] for r in runs]
+        f1 = sum(r["macro_f1"] for r in runs) / len(runs)
+        lines.append(f"| {name} | {','.join(str(r.get('seed', 0)) for r in runs)} | "
+                     f"{sum(acc) / len(acc):.4f} ({min(acc):.4f}-{max(acc):.4f}) | {f1:.4f} |")
+    return "\n".join(lines)
+
+
+def _key(row: dict) -> tuple:
+    return row["dataset"], row["system"], row.get("seed", 0)
+
+
 def merged(target: Path, rows: list[dict]) -> list[dict]:
-    """Earlier results for other (dataset, system) pairs are kept: datasets can be run one at a time."""
-    new = {(r["dataset"], r["system"]) for r in rows}
+    """Earlier results for other (dataset, system, seed) runs are kept: datasets can be run one
+    at a time."""
+    new = {_key(r) for r in rows}
     old = json.loads(target.read_text()) if target.exists() else []
-    return [r for r in old if (r["dataset"], r["system"]) not in new] + rows
+    return [r for r in old if _key(r) not in new] + rows
 
 
 def main() -> int:
@@ -128,15 +160,14 @@ def main() -> int:
     p.add_argument("--datasets", nargs="+", choices=DATASET_NAMES, default=list(DATASET_NAMES))
     p.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
     p.add_argument("--ablation", choices=DATASET_NAMES, help="LSTM variants on one dataset")
+    p.add_argument("--seeds", default="0", help="ablation: comma list of training seeds")
+    p.add_argument("--variants", nargs="+", help="ablation: only rows whose name contains one")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     rows: list[dict] = []
     if args.ablation:
-        data = load_named(args.ablation)
-        for name, options in ABLATIONS.items():
-            result = run_textclf(data, options, args.threads)
-            rows.append({"dataset": args.ablation, "system": name, **result})
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+        rows = run_ablation(args.ablation, [int(s) for s in args.seeds.split(",")],
+                            args.variants, args.threads)
     for name in [] if args.ablation else args.datasets:
         data = load_named(name)
         for system in args.systems:
@@ -146,6 +177,8 @@ def main() -> int:
             rows.append({"dataset": name, "system": system, **result})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
+    if args.ablation and args.seeds != "0":
+        print(seed_table(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / ("ablation.json" if args.ablation else "accuracy.json")
     target.write_text(json.dumps(merged(target, rows), indent=2) + "\n")
