@@ -25,6 +25,7 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from service.batcher import Batcher, JobResult
+from service.inference import rank
 from service.metrics import Metrics
 from service.predictor import Predictor
 
@@ -68,9 +69,7 @@ class BareProtocol(asyncio.Protocol):
 
     def answer(self, done: asyncio.Future[JobResult]) -> None:
         row = done.result().output.probabilities[0]
-        order = sorted(range(len(row)), key=row.__getitem__, reverse=True)
-        labels = self.predictor.labels
-        self.reply(orjson.dumps([{"label": labels[i], "score": row[i]} for i in order]))
+        self.reply(orjson.dumps(rank(row, self.predictor.labels, None)))
 
     def reply(self, payload: bytes) -> None:
         if not self.transport.is_closing():

@@ -22,13 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from service.body import media_type
-from service.middleware import RequestMiddleware, authorised, error_reply
-from service.routes import classify, timing_headers
-from service.state import ServiceState
+from service.middleware import RequestMiddleware, authorised, error_reply, predict_headers
+from service.routes import classify, predict_reply
+from service.state import ServiceState, find_app
 
 log = logging.getLogger("textclf.fastlane")
 PATH = b"/predict"
@@ -63,8 +62,8 @@ class FastRequest:
 class Writer(Protocol):
     """What `answer` needs of the HTTP protocol (service.protocol.ServiceHttpProtocol)."""
 
-    def write_response(self, request: FastRequest, status: int, headers: list[bytes],
-                       body: bytes) -> None: ...
+    def write_response(self, request: FastRequest, status: int,
+                       headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
 
     def abort(self) -> None: ...
 
@@ -80,30 +79,22 @@ class Lane:
     def admit(self, scope: Any, headers: list[tuple[bytes, bytes]],
               keep_alive: bool) -> FastRequest | None:
         """A FastRequest if the lane may answer this POST /predict (its head only), else None."""
-        content_type, length = b"", b""
-        for name, value in headers:
-            if name == b"content-length":
-                length = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"transfer-encoding":
-                return None
-        if not length.isdigit() or int(length) > self.state.settings.max_body_bytes:
-            return None  # no length, or the app's 413
+        content_type, length, encoded = predict_headers(headers)
+        if (encoded or length is None or not length.isdigit()
+                or int(length) > self.state.settings.max_body_bytes):
+            return None  # chunked, no length, or the app's 413
         if self.front.api_key and not authorised(scope, self.front.api_key):
             return None  # the app's 401
         scope.update(method="POST", path="/predict", raw_path=PATH, query_string=b"",
                      app=self.app)  # what an error handler may read
-        return FastRequest(scope, media_type(content_type.decode("latin-1")),
-                           self.front.request_id(scope), keep_alive)
+        return FastRequest(scope, media_type(content_type), self.front.request_id(scope),
+                           keep_alive)
 
 
 def find_lane(asgi_app: Any) -> Lane | None:
     """The lane for the app uvicorn serves (through its wrappers), or None: not textclf's app,
     or TEXTCLF_FAST_PREDICT=false."""
-    app = asgi_app
-    while app is not None and not hasattr(app, "state"):
-        app = getattr(app, "app", None)  # uvicorn's proxy-headers and similar wrappers
+    app = find_app(asgi_app)
     state = getattr(getattr(app, "state", None), "textclf", None)
     front = getattr(app, "front", None)
     if not isinstance(state, ServiceState) or front is None or not state.settings.fast_predict:
@@ -121,15 +112,12 @@ async def answer(lane: Lane, writer: Writer, request: FastRequest) -> None:
         body = b"".join(request.parts)
         try:
             reply, result = await classify(lane.state, request.media, lambda: _given(body))
-            status, payload = 200, orjson.dumps(reply)
-            headers = [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(payload),
-                       *(b"%s: %s\r\n" % (k.encode(), v.encode())
-                         for k, v in timing_headers(result).items())]
+            status = 200
+            payload, headers = predict_reply(reply, result)
         except Exception as exc:  # noqa: BLE001 - answered by the app's handlers, as in the app
             response = await error_reply(lane.app, request.scope, exc)
-            status, payload = response.status_code, bytes(response.body)
-            headers = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
-            if any(k == b"connection" and b"close" in v.lower() for k, v in response.raw_headers):
+            status, payload, headers = response.status_code, bytes(response.body), response.raw_headers
+            if any(k == b"connection" and b"close" in v.lower() for k, v in headers):
                 request.keep_alive = False
         writer.write_response(request, status, headers, payload)
     except Exception:  # a bug here must not leave the client waiting for ever
@@ -140,11 +128,11 @@ async def answer(lane: Lane, writer: Writer, request: FastRequest) -> None:
 
 
 def response_head(status: int, default_headers: list[tuple[bytes, bytes]],
-                  headers: list[bytes], request: FastRequest) -> bytes:
+                  headers: list[tuple[bytes, bytes]], request: FastRequest) -> bytes:
     """Status line and headers as uvicorn's RequestResponseCycle.send writes them."""
-    lines = [STATUS_LINE[status], *(b"%s: %s\r\n" % pair for pair in default_headers),
-             *headers, b"x-request-id: %s\r\n" % request.request_id]
-    if not request.keep_alive and not any(h.startswith(b"connection:") for h in headers):
+    lines = [STATUS_LINE[status], *(b"%s: %s\r\n" % pair for pair in (*default_headers, *headers)),
+             b"x-request-id: %s\r\n" % request.request_id]
+    if not request.keep_alive and not any(name == b"connection" for name, _ in headers):
         lines.append(b"connection: close\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)

@@ -21,7 +21,6 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.body import check_declared_length, collect, media_type, receive_chunks
 from service.errors import OVER_LIMIT, ErrorType, error_response, overloaded
 from service.metrics import Metrics, endpoint_label
-from service.routes import classify, timing_headers
+from service.routes import classify, predict_reply
 
 # beyond uvicorn's limit_concurrency; the same 429 as a full queue (text-embeddings-inference
 # answers 429 when over its concurrency limit too), and the connection is closed as uvicorn does
@@ -89,7 +88,7 @@ async def fast_predict(scope: Scope, receive: Receive, send: Send) -> None:
     the headers. Errors take the app's own handlers, as on every other route."""
     state = scope["app"].state.textclf
     settings = state.settings
-    content_type, declared = _predict_headers(scope)
+    content_type, declared, _ = predict_headers(scope["headers"])
     try:
         check_declared_length(declared, settings.max_body_bytes)
         body, result = await classify(state, media_type(content_type),
@@ -98,22 +97,23 @@ async def fast_predict(scope: Scope, receive: Receive, send: Send) -> None:
         response = await error_reply(scope["app"], scope, exc)
         await response(scope, receive, send)
         return
-    payload = orjson.dumps(body)
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(payload)).encode()),
-               *((k.encode(), v.encode()) for k, v in timing_headers(result).items())]
+    payload, headers = predict_reply(body, result)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
-def _predict_headers(scope: Scope) -> tuple[str, str | None]:
-    content_type, declared = "", None
-    for key, value in scope["headers"]:
+def predict_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None, bool]:
+    """Content-Type, Content-Length (None if absent) and whether a Transfer-Encoding is set, in
+    one pass over the headers."""
+    content_type, declared, encoded = "", None, False
+    for key, value in headers:
         if key == b"content-type":
             content_type = value.decode("latin-1")
         elif key == b"content-length":
             declared = value.decode("latin-1")
-    return content_type, declared
+        elif key == b"transfer-encoding":
+            encoded = True
+    return content_type, declared, encoded
 
 
 class RequestMiddleware:

@@ -114,15 +114,13 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         super().connection_made(transport)
         self._lane = find_lane(self.app)
         self._fast: FastRequest | None = None  # the lane's request whose body is being read
-        self._cycle_before_fast: Any = None
 
     def on_headers_complete(self) -> None:
         if self._lane is not None and self._qualifies():
             request = self._lane.admit(self.scope, self.headers,
                                        self.parser.should_keep_alive())
             if request is not None:
-                self._cycle_before_fast, self.cycle = self.cycle, request  # type: ignore[assignment]
-                self._fast = request
+                self.cycle = self._fast = request  # type: ignore[assignment]
                 self._end_head()
                 return
         super().on_headers_complete()
@@ -161,14 +159,14 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
     def _hand_over(self, request: FastRequest) -> None:
         """The body did not come with the head: uvicorn and the app take the request (and apply
         the body limit and timeout), given what has arrived so far."""
-        self._fast = None
-        self.cycle = self._cycle_before_fast
+        # no earlier response was open (`_qualifies`): uvicorn starts the app at once
+        self._fast = self.cycle = None  # type: ignore[assignment]
         super().on_headers_complete()  # self.scope, url and headers are still this request's
         for part in request.parts:
             super().on_body(part)
 
-    def write_response(self, request: FastRequest, status: int, headers: list[bytes],
-                       body: bytes) -> None:
+    def write_response(self, request: FastRequest, status: int,
+                       headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         request.response_complete = True
         if request.disconnected or self.transport.is_closing():
             return

@@ -6,6 +6,7 @@ import platform
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
+import orjson
 import torch
 from fastapi import APIRouter, Depends, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -65,10 +66,19 @@ def timing_headers(result: JobResult) -> dict[str, str]:
             "x-batch-size": str(result.batch_size)}
 
 
+def predict_reply(body: object, result: JobResult) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """/predict's 200 as raw bytes: the JSON payload and its headers (both fast paths)."""
+    payload = orjson.dumps(body)
+    return payload, [(b"content-type", b"application/json"),
+                     (b"content-length", str(len(payload)).encode()),
+                     *((k.encode(), v.encode()) for k, v in timing_headers(result).items())]
+
+
 async def classify(state: ServiceState, kind: str,
                    read: Callable[[], Awaitable[bytes]]) -> tuple[object, JobResult]:
     """/predict without HTTP objects: the body (media type `kind`, read by `read`) -> the reply
-    body and the batch result. Shared by the route below and service.middleware's fast path."""
+    body and the batch result. Shared by the route below, service.middleware's fast path and
+    service.fastlane."""
     settings = state.settings
     with state.use() as serving:
         serving.batcher.check_room()

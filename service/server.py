@@ -14,6 +14,7 @@ import uvicorn
 from service.config import Settings
 from service.logs import configure_logging, log_config
 from service.protocol import MAX_HEAD_BYTES, ServiceHttpProtocol
+from service.state import find_app
 
 
 class Server(uvicorn.Server):
@@ -26,9 +27,7 @@ class Server(uvicorn.Server):
     recording the signal."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app = getattr(self.config, "loaded_app", None)
-        while app is not None and not hasattr(app, "state"):
-            app = getattr(app, "app", None)  # unwrap uvicorn's middleware proxies
+        app = find_app(getattr(self.config, "loaded_app", None))
         state = getattr(getattr(app, "state", None), "textclf", None)
         if state is not None:
             state.begin_shutdown()

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +28,15 @@ from service.metrics import Metrics
 from service.predictor import Predictor
 
 log = logging.getLogger("textclf.state")
+
+
+def find_app(asgi_app: Any) -> Any:
+    """The app inside uvicorn's wrappers (proxy headers and the like): the first object with a
+    `state`, or None."""
+    app = asgi_app
+    while app is not None and not hasattr(app, "state"):
+        app = getattr(app, "app", None)
+    return app
 
 
 def settle_heap() -> None:
