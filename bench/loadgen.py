@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import median
 
 MARK = "WRKJSON "
 LUA_TEMPLATE = r"""
@@ -97,16 +98,11 @@ def run_wrk(url: str, script: Path, connections: int, duration_s: float, threads
 def median_point(points: list[Point]) -> Point:
     """Field-wise median over repeats (counts are summed)."""
 
-    def med(values: list[float]) -> float:
-        ordered = sorted(values)
-        mid = len(ordered) // 2
-        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
     def total(name: str) -> int:
         return sum(getattr(p, name) for p in points)
 
-    return Point(rps=med([p.rps for p in points]), p50_ms=med([p.p50_ms for p in points]),
-                 p90_ms=med([p.p90_ms for p in points]), p99_ms=med([p.p99_ms for p in points]),
-                 max_ms=med([p.max_ms for p in points]), requests=total("requests"),
+    return Point(rps=median([p.rps for p in points]), p50_ms=median([p.p50_ms for p in points]),
+                 p90_ms=median([p.p90_ms for p in points]), p99_ms=median([p.p99_ms for p in points]),
+                 max_ms=median([p.max_ms for p in points]), requests=total("requests"),
                  errors=total("errors"), non2xx=total("non2xx"),
                  socket_errors=total("socket_errors"))

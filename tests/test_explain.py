@@ -1,6 +1,6 @@
-"""model.explain: the explanation dict (tokens, offsets, gates, attributions), its errors, the
-table, and the CLI, on the toy sentiment model. Gates: test_gates.py; attributions:
-test_attribution.py."""
+"""model.explain: the explanation dict (tokens, offsets, gates, attributions), its errors and
+the CLI, on the toy sentiment model. Gates: test_gates.py; attributions: test_attribution.py;
+table and heatmap: test_explain_render.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model.explain import ExplainError, explain, format_table
+from model.explain import ExplainError, explain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,12 +67,6 @@ def test_explain_errors(toy_artifact, kwargs: dict, message: str) -> None:
     with pytest.raises(ExplainError, match=message):
         explain(toy_artifact, **kwargs)
     assert issubclass(ExplainError, ValueError)
-
-
-def test_format_table_lists_tokens(toy_artifact) -> None:
-    table = format_table(explain(toy_artifact, "The plot was awful, zzz", method="occlusion"))
-    for word in ("the", "plot", "was", "awful", "zzz*", "L1 bwd", "forget", "prediction"):
-        assert word in table
 
 
 # --- CLI --------------------------------------------------------------------------------------
