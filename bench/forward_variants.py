@@ -1,0 +1,135 @@
+"""Levers on the model forward that were tried and dropped: lower precision, int8, skipping padding.
+
+    python -m bench.forward_variants [--model-dir artifacts/default] [--batch 32]
+
+Each variant runs the forward pass the service runs (ids -> probabilities) on the same batch of
+30-word BBC test texts with one torch thread, as a worker does. Prints microseconds per text
+(median of --repeat rounds, alternating), the ratio to the float32 forward the service uses,
+and the largest probability difference from it. On the 2-core AVX-512 machine of the README
+none is faster, which is why the service keeps float32 (see "Performance").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from bench.common import request_texts
+from bench.inprocess import timed_round
+from model.network import LSTMClassifier, _reversed_rows, _rows
+from model.tokenizer import pad
+from service.predictor import Predictor
+
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # ids, lengths -> (B, C) probs
+
+
+def in_dtype(model: LSTMClassifier, dtype: torch.dtype) -> Forward:
+    """The whole model (weights and activations) in `dtype`; oneDNN runs the LSTM in it."""
+    low = copy.deepcopy(model).to(dtype)
+    return lambda ids, lengths: low(ids, lengths).float().softmax(1)
+
+
+def packed(model: LSTMClassifier, lstm: nn.Module) -> Forward:
+    """The plain PyTorch way, with `lstm` in place of the model's: packed sequences, max pool."""
+
+    def forward(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        sequence = pack_padded_sequence(model.embedding(ids), lengths, batch_first=True,
+                                        enforce_sorted=False)
+        states, _ = pad_packed_sequence(lstm(sequence)[0], batch_first=True,
+                                        padding_value=float("-inf"))  # (B, T, H*D)
+        return model.classifier(states.amax(1)).softmax(1)
+
+    return forward
+
+
+def int8_lstm(model: LSTMClassifier) -> Forward:
+    """Dynamic int8 quantisation of the LSTM (torch.ao, deprecated in favour of torchao); the
+    quantised module has no unpacked path, so it runs packed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # swaps children only: the LSTM goes in a container
+        quantized = torch.ao.quantization.quantize_dynamic(nn.Sequential(copy.deepcopy(model.lstm)),
+                                                           {nn.LSTM})[0]
+    return packed(model, quantized)
+
+
+def time_segmented(model: LSTMClassifier, chunks: int) -> Forward:
+    """Skip most padding: rows sorted longest first, the steps cut into `chunks` spans at length
+    quantiles, each span one LSTM call on only the rows still running, from the state the
+    previous span left (what packing does per step, here per span)."""
+    lstm, hidden = model.lstm, model.config.hidden_size
+
+    def direction(x: torch.Tensor, lengths: torch.Tensor, bounds: list[int], suffix: str) -> torch.Tensor:
+        params = [getattr(lstm, f"{k}_l0{suffix}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        out = x.new_full((x.shape[0], x.shape[1], hidden), float("-inf"))  # (T, B, H)
+        state: tuple[torch.Tensor, ...] = (x.new_zeros(1, x.shape[1], hidden),) * 2
+        for start, stop in zip(bounds, bounds[1:], strict=False):
+            rows = int((lengths > start).sum())
+            part, *last = torch.lstm(x[start:stop, :rows], tuple(s[:, :rows] for s in state), params,
+                                     True, 1, 0.0, False, False, False)
+            out[start:stop, :rows], state = part, tuple(last)
+        padded = torch.arange(x.shape[0])[:, None] >= lengths[None, :]
+        return out.masked_fill_(padded[:, :, None], float("-inf")).amax(0)  # (B, H) max pool
+
+    def forward(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths, order = lengths.sort(descending=True)
+        x = model.embedding(ids[order]).transpose(0, 1).contiguous()  # (T, B, E)
+        marks = {int(lengths[int(len(lengths) * (1 - j / chunks)) - 1]) for j in range(1, chunks)}
+        bounds = sorted({0, x.shape[0], *(m for m in marks if 0 < m < x.shape[0])})
+        backward = _rows(x, _reversed_rows(lengths, x.shape[0]))
+        features = torch.cat([direction(x, lengths, bounds, ""),
+                              direction(backward, lengths, bounds, "_reverse")], 1)
+        return model.classifier(features[order.argsort()]).softmax(1)
+
+    return forward
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", type=Path, default=Path("artifacts/default"))
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--min-time", type=float, default=0.25, help="seconds per timed round")
+    p.add_argument("--repeat", type=int, default=7, help="timed rounds per variant (median)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    predictor = Predictor.load(args.model_dir, torch.device("cpu"))
+    model = predictor.model
+    texts = (request_texts(30) * (args.batch // 200 + 1))[: args.batch]
+    ids, lengths = pad([predictor.encode(t)[: predictor.max_tokens] for t in texts])
+    variants: dict[str, Forward] = {"float32 (served)": lambda i, n: model(i, n).softmax(1)}
+    if model.config.num_layers == 1 and model.config.bidirectional and model.config.pooling == "max":
+        variants |= {f"float32, padding skipped in {k} spans": time_segmented(model, k) for k in (2, 3)}
+        variants["float32, packed (plain PyTorch)"] = packed(model, model.lstm)
+        variants["int8 dynamic LSTM, packed"] = int8_lstm(model)
+    variants |= {"bfloat16": in_dtype(model, torch.bfloat16), "float16": in_dtype(model, torch.float16)}
+    with torch.inference_mode():
+        reference = variants["float32 (served)"](ids, lengths)
+        rounds: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeat):  # alternate, so a change in machine load hits all alike
+            for name, fn in variants.items():
+                calls, wall, _ = timed_round(partial(fn, ids, lengths), args.min_time)
+                rounds[name].append(wall / calls / args.batch * 1e6)
+        diffs = {name: float((fn(ids, lengths) - reference).abs().max()) for name, fn in variants.items()}
+    base = statistics.median(rounds["float32 (served)"])
+    print(f"torch {torch.__version__}, 1 thread, batch {args.batch} of 30-word texts "
+          f"({int(lengths.min())}-{int(lengths.max())} tokens), median of {args.repeat}")
+    print("| variant | us per text | / float32 | max abs diff in probability |")
+    print("|---|--:|--:|--:|")
+    for name, values in rounds.items():
+        us = statistics.median(values)
+        print(f"| {name} | {us:.1f} | {us / base:.2f} | {diffs[name]:.1e} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
