@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench.common import request_texts
 from bench.inprocess import timed_round
-from model.network import LSTMClassifier, _reversed_rows, _rows
+from model.network import LSTMClassifier, _reversed_rows, _rows, lstm_params
 from model.tokenizer import pad
 from service.predictor import Predictor
 
@@ -69,14 +69,14 @@ def time_segmented(model: LSTMClassifier, chunks: int) -> Forward:
     previous span left (what packing does per step, here per span)."""
     lstm, hidden = model.lstm, model.config.hidden_size
 
-    def direction(x: torch.Tensor, lengths: torch.Tensor, bounds: list[int], suffix: str) -> torch.Tensor:
-        params = [getattr(lstm, f"{k}_l0{suffix}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    def direction(x: torch.Tensor, lengths: torch.Tensor, bounds: list[int], reverse: bool) -> torch.Tensor:
+        params = lstm_params(lstm, 0, reverse)
         out = x.new_full((x.shape[0], x.shape[1], hidden), float("-inf"))  # (T, B, H)
         state: tuple[torch.Tensor, ...] = (x.new_zeros(1, x.shape[1], hidden),) * 2
         for start, stop in zip(bounds, bounds[1:], strict=False):
             rows = int((lengths > start).sum())
             part, *last = torch.lstm(x[start:stop, :rows], tuple(s[:, :rows] for s in state), params,
-                                     True, 1, 0.0, False, False, False)
+                                     lstm.bias, 1, 0.0, False, False, False)
             out[start:stop, :rows], state = part, tuple(last)
         padded = torch.arange(x.shape[0])[:, None] >= lengths[None, :]
         return out.masked_fill_(padded[:, :, None], float("-inf")).amax(0)  # (B, H) max pool
@@ -87,8 +87,8 @@ def time_segmented(model: LSTMClassifier, chunks: int) -> Forward:
         marks = {int(lengths[int(len(lengths) * (1 - j / chunks)) - 1]) for j in range(1, chunks)}
         bounds = sorted({0, x.shape[0], *(m for m in marks if 0 < m < x.shape[0])})
         backward = _rows(x, _reversed_rows(lengths, x.shape[0]))
-        features = torch.cat([direction(x, lengths, bounds, ""),
-                              direction(backward, lengths, bounds, "_reverse")], 1)
+        features = torch.cat([direction(x, lengths, bounds, False),
+                              direction(backward, lengths, bounds, True)], 1)
         return model.classifier(features[order.argsort()]).softmax(1)
 
     return forward

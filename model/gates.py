@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from model.network import lstm_params
+
 DIRECTIONS = ("forward", "backward")
 
 
@@ -57,14 +59,10 @@ class LSTMTrace:
 def direction_weights(lstm: nn.LSTM, layer: int,
                       reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """W_ih (4H, I), W_hh (4H, H) and the summed bias b_ih + b_hh (4H,) of one layer/direction."""
-    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
-    w_ih = getattr(lstm, "weight_ih" + suffix)
-    w_hh = getattr(lstm, "weight_hh" + suffix)
-    if lstm.bias:
-        bias = getattr(lstm, "bias_ih" + suffix) + getattr(lstm, "bias_hh" + suffix)
-    else:
-        bias = torch.zeros(w_ih.shape[0], dtype=w_ih.dtype, device=w_ih.device)
-    return w_ih, w_hh, bias
+    w_ih, w_hh, *biases = lstm_params(lstm, layer, reverse)
+    if biases:
+        return w_ih, w_hh, biases[0] + biases[1]
+    return w_ih, w_hh, torch.zeros(w_ih.shape[0], dtype=w_ih.dtype, device=w_ih.device)
 
 
 def run_direction(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,

@@ -139,12 +139,18 @@ def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.shape[2]).index_select(0, rows).view(-1, *x.shape[1:])
 
 
-def _direction(lstm: nn.LSTM, x: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
-    """One direction of one layer over padded (T, B, in) input, from zero state -> (T, B, H)."""
+def lstm_params(lstm: nn.LSTM, layer: int, reverse: bool) -> list[torch.Tensor]:
+    """The weights (and biases) of one direction of one layer, in torch.lstm's order."""
     suffix = f"_l{layer}" + ("_reverse" if reverse else "")
     params = [getattr(lstm, f"{kind}{suffix}") for kind in ("weight_ih", "weight_hh")]
     if lstm.bias:
         params += [getattr(lstm, f"bias_ih{suffix}"), getattr(lstm, f"bias_hh{suffix}")]
+    return params
+
+
+def _direction(lstm: nn.LSTM, x: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
+    """One direction of one layer over padded (T, B, in) input, from zero state -> (T, B, H)."""
+    params = lstm_params(lstm, layer, reverse)
     zeros = x.new_zeros(1, x.shape[1], lstm.hidden_size)
     return torch.lstm(x, (zeros, zeros), params, lstm.bias, 1, 0.0, False, False, False)[0]
 
