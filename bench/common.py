@@ -49,6 +49,16 @@ def request_texts(words: int = 30, count: int = 200) -> list[str]:
     return texts
 
 
+def cpu_model() -> str:
+    """The CPU's name as Linux reports it: figures from another CPU model differ (instruction
+    sets decide, e.g., whether bfloat16 is native)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

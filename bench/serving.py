@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import RESULTS, Processes, request_texts
+from bench.common import RESULTS, Processes, cpu_model, request_texts
 from bench.cpuuse import CpuMeter
 from bench.loadgen import median_point, run_wrk, write_script
 from bench.plot import plot
@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ts-threads", type=int, default=1,
                    help="torch threads per TorchServe worker (0: torch's default; on 2 cores "
                         "that was ~20x slower, so 1 is TorchServe's best here)")
+    p.add_argument("--ts-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of TorchServe's forward pass (textclf's: --textclf-env "
+                        "TEXTCLF_DTYPE=...)")
     p.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     return p.parse_args(argv)
 
@@ -96,11 +99,12 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
 
     return {"command": "python -m bench.serving " + " ".join(argv),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
             "torch": torch.__version__, "model_dir": str(args.model_dir),
             "duration_s": args.duration, "warmup_s": args.warmup,
             "point_warmup_s": args.point_warmup, "repeat": args.repeat,
             "words": args.words, "loadavg_start": os.getloadavg(),
+            "textclf_env": args.textclf_env, "ts_dtype": args.ts_dtype,
             "load_generator": "wrk -t1, Lua script, HTTP/1.1 keep-alive"}
 
 
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="textclf-bench-") as tmp, Processes() as procs:
         opts = Options(args.model_dir.resolve(), Path(tmp),
                        dict(kv.split("=", 1) for kv in args.textclf_env),
-                       args.ts_batch_size, args.ts_delay_ms, args.ts_threads or None)
+                       args.ts_batch_size, args.ts_delay_ms, args.ts_threads or None,
+                       args.ts_dtype)
         for system in systems:
             reason = system.unavailable()
             if reason is None:

@@ -27,6 +27,7 @@ class Options:
     ts_batch_size: int = 32
     ts_delay_ms: int = 2
     ts_threads: int | None = None
+    ts_dtype: str = "float32"
 
 
 @dataclass
@@ -87,7 +88,7 @@ class System:
         workdir.mkdir(parents=True)
         ports = (port, free_port(), free_port())
         argv, env = ts.command(workdir, opts.model_dir, ports, self.workers, opts.ts_batch_size,
-                               opts.ts_delay_ms, opts.ts_threads, rev=self.rev)
+                               opts.ts_delay_ms, opts.ts_threads, opts.ts_dtype, rev=self.rev)
         url = f"http://127.0.0.1:{port}/predictions/{ts.MODEL_NAME}"
         return Launch(argv, env, url, lambda: ts.ready(url, probe_body), cwd=workdir)
 

@@ -32,3 +32,25 @@ def resolve_device(spec: str) -> torch.device:
     if spec not in available:
         raise DeviceError(f"device {spec!r} is not available (available: {', '.join(available)})")
     return torch.device(spec)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _cpu_has(check: str) -> bool:
+    """torch.cpu's private ISA probes (torch 2.x); absent -> assume no."""
+    probe = getattr(torch.cpu, check, None)
+    return bool(probe()) if probe is not None else False
+
+
+def native_dtype(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether `device` has arithmetic for `dtype`. Without it the CPU emulates bfloat16 and
+    float16 in float32 and is slower than float32 itself (bench/forward_variants.py: bf16
+    1.6x slower on an AVX-512 CPU without AVX512-BF16, 1.6x faster on one with it)."""
+    if dtype == torch.float32:
+        return True
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    if dtype == torch.bfloat16:
+        return _cpu_has("_is_avx512_bf16_supported") or _cpu_has("_is_amx_tile_supported")
+    return _cpu_has("_is_amx_fp16_supported")

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="precision of the /predict forward pass; bfloat16 is faster on "
+                               "CPUs with AVX512-BF16 or AMX and on GPUs, at ~1e-3 in probability")
     workers: int = Field(1, ge=1, le=64, description="server processes (multiprocess metrics)")
     multiproc_dir: Path | None = Field(None, description="metrics files when workers > 1")
     max_batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass")

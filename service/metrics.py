@@ -57,25 +57,27 @@ class Metrics:
         self._buffer_batches(r)
         # rare writes, made directly
         self.model_info = Gauge("textclf_model_info", "The model being served (value 1)",
-                                ["version", "device"], multiprocess_mode="liveall", registry=r)
+                                ["version", "device", "dtype"], multiprocess_mode="liveall",
+                                registry=r)
         self.ready = Gauge("textclf_ready", "1 when the model is loaded and warmed up",
                            multiprocess_mode="livemin", registry=r)
         self.reloads = Counter("textclf_model_reloads", "Model reload attempts by result",
                                ["result"], registry=r)
-        self._model_labels: tuple[str, str] | None = None
+        self._model_labels: tuple[str, str, str] | None = None
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)
         else:
             MultiProcessCollector(registry, path=multiprocess_dir)
 
-    def set_model(self, version: str, device: str) -> None:
+    def set_model(self, version: str, device: str, dtype: str) -> None:
+        labels = (version, device, dtype)
         if self.multiprocess_dir is None:
             self.model_info.clear()
-        elif self._model_labels not in (None, (version, device)):
+        elif self._model_labels not in (None, labels):
             # clear() is not implemented in multiprocess mode: zero the previous model instead
             self.model_info.labels(*self._model_labels).set(0)
-        self._model_labels = (version, device)
-        self.model_info.labels(version=version, device=device).set(1)
+        self._model_labels = labels
+        self.model_info.labels(*labels).set(1)
 
     # What every request or batch writes goes through buffers (service/metricbuffer.py). The
     # prometheus objects behind them are kept only where children are made per label value, so

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,15 @@ def length_buckets(sizes: list[int]) -> list[tuple[int, int]]:
 
 
 class Predictor:
-    def __init__(self, artifact: Artifact, device: torch.device, max_tokens: int | None = None):
+    def __init__(self, artifact: Artifact, device: torch.device, max_tokens: int | None = None,
+                 dtype: torch.dtype = torch.float32):
         self.artifact = artifact
         self.model = artifact.model
+        self.dtype = dtype
+        # Batches (/predict, text vectors) run in `dtype`; word vectors and /explain (gradients)
+        # keep the float32 weights, so a lower precision costs a second, smaller copy.
+        self.forward_model = (self.model if dtype == torch.float32
+                              else copy.deepcopy(self.model).to(dtype))
         self.vocab = artifact.vocab
         self.device = device
         self.labels = artifact.labels
@@ -56,12 +63,17 @@ class Predictor:
         self._unit = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     @classmethod
-    def load(cls, model_dir: Path, device: torch.device, max_tokens: int | None = None) -> Predictor:
-        return cls(load_artifact(model_dir, device), device, max_tokens)
+    def load(cls, model_dir: Path, device: torch.device, max_tokens: int | None = None,
+             dtype: torch.dtype = torch.float32) -> Predictor:
+        return cls(load_artifact(model_dir, device), device, max_tokens, dtype)
 
     @property
     def version(self) -> str:
         return self.artifact.version
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
 
     def encode(self, text: str) -> list[int]:
         """All token ids of a text (the caller truncates, so it can also refuse long inputs)."""
@@ -79,14 +91,14 @@ class Predictor:
             parts = [self._features([encoded[i] for i in order[a:b]]) for a, b in ranges]
             back = torch.tensor(order).argsort().to(self.device)  # sorted rows -> input order
             features = torch.cat(parts).index_select(0, back)
-        logits = self.model.classifier(features).float()  # (B, C); dropout is off in eval
+        logits = self.forward_model.classifier(features).float()  # (B, C); dropout is off in eval
         probabilities = torch.softmax(logits, dim=1)  # subtracts the max: no overflow, no NaN
         return BatchOutput(probabilities.cpu().tolist(), logits.cpu().tolist(),
                            features.float().cpu())
 
     def _features(self, encoded: list[list[int]]) -> torch.Tensor:
         ids, lengths = pad(encoded)  # (B, T), (B,)
-        return self.model.features(ids.to(self.device), lengths.to(self.device))  # (B, F)
+        return self.forward_model.features(ids.to(self.device), lengths.to(self.device))  # (B, F)
 
     def warmup(self) -> None:
         self.run_batch([self.encode(t)[: self.max_tokens] for t in WARMUP_TEXTS])
@@ -126,6 +138,6 @@ class Predictor:
             "hidden_size": config["model"]["hidden_size"],
             "num_layers": config["model"]["num_layers"],
             "bidirectional": config["model"]["bidirectional"],
-            "pooling": config["model"]["pooling"], "device": str(self.device),
+            "pooling": config["model"]["pooling"], "device": str(self.device), "dtype": self.dtype_name,
             "max_tokens": self.max_tokens, "model_dir": str(self.artifact.path),
         }

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from model.device import resolve_device
+from model.device import DTYPES, native_dtype, resolve_device
 from service.batcher import Batcher
 from service.config import Settings
 from service.errors import ErrorType, ServiceError
@@ -93,7 +93,11 @@ class ServiceState:
         s = self.settings
         if s.num_threads:
             torch.set_num_threads(s.num_threads)
-        predictor = Predictor.load(s.model_dir, resolve_device(s.device), s.max_tokens)
+        device, dtype = resolve_device(s.device), DTYPES[s.dtype]
+        if not native_dtype(dtype, device):
+            log.warning("TEXTCLF_DTYPE=%s: %s has no %s arithmetic; it is emulated and slower "
+                        "than float32", s.dtype, device, s.dtype)
+        predictor = Predictor.load(s.model_dir, device, s.max_tokens, dtype)
         predictor.warmup()
         return predictor
 
@@ -107,7 +111,7 @@ class ServiceState:
     async def start(self) -> None:
         predictor = await run_in_threadpool(self._load_predictor)
         self.serving = self._new_serving(predictor)
-        self.metrics.set_model(predictor.version, str(predictor.device))
+        self.metrics.set_model(predictor.version, str(predictor.device), predictor.dtype_name)
         self.metrics.ready.set(1)
         settle_heap()
         log.info("serving %s %s on %s", predictor.artifact.name, predictor.version,
@@ -126,7 +130,7 @@ class ServiceState:
             if self.shutting_down:  # SIGTERM came while loading: keep what stop() is draining
                 raise ServiceError(ErrorType.unhealthy, "shutting down; no reload")
             old, self.serving = self.serving, self._new_serving(predictor)
-            self.metrics.set_model(predictor.version, str(predictor.device))
+            self.metrics.set_model(predictor.version, str(predictor.device), predictor.dtype_name)
             self.metrics.reloads.labels(result="success").inc()
             log.info("reloaded: now serving %s", predictor.version)
         if old is not None:

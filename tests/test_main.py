@@ -22,6 +22,7 @@ def run_service(env_overrides, timeout=60):
     ({"TEXTCLF_MAX_BATCH_SIZE": "zero"}, "TEXTCLF_MAX_BATCH_SIZE"),
     ({"TEXTCLF_DEVICE": "gpu"}, "TEXTCLF_DEVICE"),
     ({"TEXTCLF_LOG_FORMAT": "xml"}, "TEXTCLF_LOG_FORMAT"),
+    ({"TEXTCLF_DTYPE": "int8"}, "TEXTCLF_DTYPE"),
 ])
 def test_invalid_settings_exit_2_with_one_line(env, expected, artifact_dir):
     run = run_service({"TEXTCLF_MODEL_DIR": str(artifact_dir), **env})

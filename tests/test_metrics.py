@@ -30,7 +30,8 @@ def test_request_and_prediction_metrics_move(client, registry):
 
 def test_model_info_and_unknown_paths(client, registry):
     version = client.get("/info").json()["model_version"]
-    assert sample(registry, "textclf_model_info", version=version, device="cpu") == 1
+    assert sample(registry, "textclf_model_info", version=version, device="cpu",
+                  dtype="float32") == 1
     client.get("/some/secret/path")
     assert sample(registry, "textclf_requests_total", endpoint="other", status="404") == 1
 

@@ -104,12 +104,15 @@ def test_reload_swaps_model_info_and_metrics(reload_client: TestClient, model_di
     assert reload_client.post("/predict", json={"inputs": TEXT}, headers=AUTH).json() != old_scores
     assert reload_client.get("/health/ready").json()["model_version"] == new["model_version"]
 
-    assert sample(registry, "textclf_model_info", version=new["model_version"], device="cpu") == 1
+    assert sample(registry, "textclf_model_info", version=new["model_version"], device="cpu",
+                  dtype="float32") == 1
     assert registry.get_sample_value("textclf_model_info",
-                                     {"version": old["model_version"], "device": "cpu"}) is None
+                                     {"version": old["model_version"], "device": "cpu",
+                                      "dtype": "float32"}) is None
     assert sample(registry, "textclf_model_reloads_total", result="success") == 1
     metrics = reload_client.get("/metrics").text
-    assert f'textclf_model_info{{device="cpu",version="{new["model_version"]}"}} 1.0' in metrics
+    labels = f'device="cpu",dtype="float32",version="{new["model_version"]}"'
+    assert f"textclf_model_info{{{labels}}} 1.0" in metrics
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
@@ -128,7 +131,8 @@ def test_bad_artifact_refused_old_model_keeps_serving(reload_client: TestClient,
     assert reload_client.post("/predict", json={"inputs": TEXT}, headers=AUTH).json() == scores
     assert reload_client.get("/health/ready").status_code == 200
     assert sample(registry, "textclf_model_reloads_total", result="failure") == 1
-    assert sample(registry, "textclf_model_info", version=before["model_version"], device="cpu") == 1
+    assert sample(registry, "textclf_model_info", version=before["model_version"],
+                  device="cpu", dtype="float32") == 1
 
 
 def test_old_model_is_released_after_reload(reload_client: TestClient) -> None:

@@ -39,11 +39,13 @@ class TextclfHandler:
         self.vocab = Vocabulary.load(os.path.join(root, "vocab.json"))
         self.model = LSTMClassifier(ModelConfig.from_dict(config["model"]))
         self.model.load_state_dict(safetensors.torch.load_file(os.path.join(root, "model.safetensors")))
-        self.model.eval()
+        # as TEXTCLF_DTYPE does for textclf: the whole model in that precision, softmax in float32
+        self.model.eval().to(getattr(torch, os.environ.get("TEXTCLF_TS_DTYPE", "float32")))
         self.labels = list(config["labels"])
         self.max_length = int(config["tokenizer"]["max_length"])
         self.initialized = True
-        log.info("textclf handler ready: torch threads %d", torch.get_num_threads())
+        log.info("textclf handler ready: torch threads %d, %s", torch.get_num_threads(),
+                 next(self.model.parameters()).dtype)
 
     def _text(self, row: dict) -> str:
         data = row.get("body", row.get("data"))
@@ -60,7 +62,7 @@ class TextclfHandler:
         ids = torch.zeros(len(encoded), int(lengths.max()), dtype=torch.long)
         for i, seq in enumerate(encoded):
             ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        probs = torch.softmax(self.model(ids, lengths), dim=1).tolist()
+        probs = torch.softmax(self.model(ids, lengths).float(), dim=1).tolist()
         out = []
         for row in probs:
             order = sorted(range(len(row)), key=row.__getitem__, reverse=True)

@@ -82,9 +82,11 @@ def network_at(rev: str, workdir: Path) -> Path:
 
 def command(workdir: Path, model_dir: Path, ports: tuple[int, int, int], workers: int,
             batch_size: int = 32, max_batch_delay_ms: int = 2, threads: int | None = None,
-            quiet: bool = True, rev: str | None = None) -> tuple[list[str], dict[str, str]]:
+            dtype: str = "float32", quiet: bool = True,
+            rev: str | None = None) -> tuple[list[str], dict[str, str]]:
     """(argv, extra environment) for a foreground TorchServe; files go under `workdir`.
-    `threads`: torch intra-op threads per worker; `quiet`: no per-request logs (log4j2.xml);
+    `threads`: torch intra-op threads per worker; `dtype`: of the forward pass; `quiet`: no
+    per-request logs (log4j2.xml);
     `rev`: archive model/network.py from that git revision instead of the working tree."""
     store = workdir / "store"
     archive(model_dir, store, network_at(rev, workdir) if rev else None)
@@ -95,6 +97,7 @@ def command(workdir: Path, model_dir: Path, ports: tuple[int, int, int], workers
            "TS_CONFIG_FILE": str(config), "PATH": path}
     if threads:
         env["TEXTCLF_TS_THREADS"] = str(threads)
+    env["TEXTCLF_TS_DTYPE"] = dtype
     argv = [find("torchserve") or "torchserve", "--start", "--foreground", "--ncs",
             "--disable-token-auth", "--model-store", str(store), "--ts-config", str(config)]
     if quiet:
