@@ -22,7 +22,7 @@ import torch
 
 from bench.common import RESULTS, cpu_model, request_texts
 from bench.inprocess import timed_round
-from model.artifact import load_artifact
+from model.artifact import Artifact, load_artifact
 from model.datasets import DATASET_NAMES, load_named
 from model.device import DTYPES, native_dtype
 from model.report import classification_metrics
@@ -46,17 +46,16 @@ def probabilities(predictor: Predictor, encoded: list[list[int]], batch: int) ->
     return torch.tensor(rows)
 
 
-def measure(args: argparse.Namespace) -> dict:
-    artifact = load_artifact(args.model_dir)
-    dataset = args.dataset or artifact.config.get("training", {}).get("dataset") or "bbc"
-    data = load_named(dataset)
+def compare_dtypes(artifact: Artifact, texts: list[str], labels: list[str], dtypes: list[str],
+                   args: argparse.Namespace) -> list[dict]:
+    """One row per dtype (float32 first: the reference) over the labelled `texts`."""
     index = {label: i for i, label in enumerate(artifact.labels)}
-    gold = [index[label] for label in data.test_labels]
-    predictors = {name: Predictor(artifact, CPU, dtype=DTYPES[name]) for name in args.dtypes}
-    first = next(iter(predictors.values()))
-    split = [first.encode(t)[: first.max_tokens] for t in data.test_texts]
+    gold = [index[label] for label in labels]
+    predictors = {name: Predictor(artifact, CPU, dtype=DTYPES[name]) for name in dtypes}
+    first = predictors["float32"]
+    split = [first.encode(t)[: first.max_tokens] for t in texts]
     short = [first.encode(t)[: first.max_tokens] for t in request_texts(30)[: args.batch]]
-    reference = probabilities(predictors["float32"], split, args.batch)
+    reference = probabilities(first, split, args.batch)
     rows = []
     for name, predictor in predictors.items():
         predictor.warmup()
@@ -69,9 +68,18 @@ def measure(args: argparse.Namespace) -> dict:
             "labels_changed": int((probs.argmax(1) != reference.argmax(1)).sum()),
             "max_prob_diff": float((probs - reference).abs().max()),
         })
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict:
+    artifact = load_artifact(args.model_dir)
+    dataset = args.dataset or artifact.config.get("training", {}).get("dataset") or "bbc"
+    data = load_named(dataset)
+    rows = compare_dtypes(artifact, data.test_texts, data.test_labels, args.dtypes, args)
     return {"model": artifact.name, "version": artifact.version, "dataset": dataset,
-            "test_texts": len(split), "batch": args.batch, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cpu_model": cpu_model(), "rows": rows}
+            "test_texts": len(data.test_texts), "batch": args.batch,
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_model": cpu_model(), "rows": rows}
 
 
 def table(result: dict) -> str:
@@ -90,7 +98,7 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", type=Path, default=Path("artifacts/default"))
     p.add_argument("--dataset", choices=DATASET_NAMES, help="default: the one it was trained on")
@@ -101,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "precision.json")
     args = p.parse_args(argv)
     args.dtypes = ["float32"] + [d for d in args.dtypes if d != "float32"]  # the reference first
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(1)
     result = measure(args)
     print(table(result))
