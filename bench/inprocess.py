@@ -1,10 +1,12 @@
 """In-process benchmark: the predictor's batched path against the bare model forward.
 
     python -m bench.inprocess [--model-dir artifacts/default] [--batch-sizes 1,32,256]
+                              [--dtype float32|bfloat16|float16]
 
 predictor: Predictor.encode per text (tokenize) + Predictor.run_batch (pad, forward, softmax,
            lists), i.e. everything the service does per batch outside HTTP;
-bare:      model(ids, lengths) on tensors built beforehand, under inference_mode.
+bare:      model(ids, lengths) on tensors built beforehand, under inference_mode (the model
+           in --dtype, as TEXTCLF_DTYPE runs it).
 Same texts (30-word BBC test texts), same threads. Rounds of at least --min-time seconds
 alternate between the two; figures are medians over --repeat pairs. Prints sequences/s (wall
 clock), predictor / bare, and the same ratio in CPU time (steadier on a shared machine).
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 from bench.common import RESULTS, request_texts
+from model.device import DTYPES
 from service.predictor import Predictor
 
 
@@ -58,7 +61,7 @@ def measure(predictor: Predictor, texts: list[str], batch: int, min_time: float,
             repeat: int) -> dict:
     chunk = (texts * (batch // len(texts) + 1))[:batch]
     limit = predictor.max_tokens
-    model = predictor.model
+    model = predictor.forward_model
 
     def predictor_path() -> object:
         return predictor.run_batch([predictor.encode(t)[:limit] for t in chunk])
@@ -84,16 +87,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch intra-op threads (default 1, as the service; 0: torch's default)")
     p.add_argument("--min-time", type=float, default=0.25, help="seconds per timed round")
     p.add_argument("--repeat", type=int, default=15, help="timed rounds per figure (median)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="as TEXTCLF_DTYPE")
     p.add_argument("--out", type=Path, default=RESULTS / "inprocess.json")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    predictor = Predictor.load(args.model_dir, torch.device("cpu"))
+    predictor = Predictor.load(args.model_dir, torch.device("cpu"), dtype=DTYPES[args.dtype])
     predictor.warmup()
     texts = request_texts(30)
     rows = [measure(predictor, texts, int(b), args.min_time, args.repeat)
             for b in args.batch_sizes.split(",")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), 30-word texts, "
+    print(f"torch {torch.__version__}, {args.dtype}, {torch.get_num_threads()} thread(s), 30-word texts, "
           f"median of {args.repeat} x {args.min_time:g} s")
     print("| batch | predictor seq/s | bare forward seq/s | predictor / bare "
           "| CPU-time ratio |")
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['batch']:>5} | {r['predictor_seq_s']:>15.0f} | {r['bare_seq_s']:>18.0f} | "
               f"{r['ratio']:>16.2f} | {r['cpu_ratio']:>14.2f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=1))
+    result = {"threads": torch.get_num_threads(), "dtype": args.dtype, "rows": rows}
+    args.out.write_text(json.dumps(result, indent=1))
     return 0
 
 
