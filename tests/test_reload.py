@@ -115,6 +115,22 @@ def test_reload_swaps_model_info_and_metrics(reload_client: TestClient, model_di
     assert f"textclf_model_info{{{labels}}} 1.0" in metrics
 
 
+def test_a_reloaded_model_keeps_the_configured_dtype(model_dir: Path,
+                                                  registry: CollectorRegistry) -> None:
+    from service.config import Settings
+    from service.main import create_app
+
+    settings = Settings(model_dir=model_dir, device="cpu", api_key=KEY, dtype="bfloat16")
+    with TestClient(create_app(settings, registry)) as client:
+        point(model_dir, build_artifact(model_dir.parent / "v2", seed=1))
+        assert client.post("/admin/reload", headers=AUTH).status_code == 200
+        new = client.get("/info", headers=AUTH).json()
+        assert client.post("/predict", json={"inputs": TEXT}, headers=AUTH).status_code == 200
+    assert new["dtype"] == "bfloat16"
+    assert sample(registry, "textclf_model_info", version=new["model_version"], device="cpu",
+                  dtype="bfloat16") == 1
+
+
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_bad_artifact_refused_old_model_keeps_serving(reload_client: TestClient, model_dir: Path,
                                                       registry: CollectorRegistry,
