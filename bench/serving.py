@@ -28,6 +28,7 @@ from bench.loadgen import median_point, run_wrk, write_script
 from bench.plot import plot
 from bench.report import print_table, ratios
 from bench.systems import Options, System, start
+from model.device import DTYPES
 
 DEFAULT_SYSTEMS = "textclf,naive,constant,torchserve"
 
@@ -54,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ts-threads", type=int, default=1,
                    help="torch threads per TorchServe worker (0: torch's default; on 2 cores "
                         "that was ~20x slower, so 1 is TorchServe's best here)")
-    p.add_argument("--ts-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--ts-dtype", default="float32", choices=list(DTYPES),
                    help="precision of TorchServe's forward pass (textclf's: --textclf-env "
                         "TEXTCLF_DTYPE=...)")
     p.add_argument("--out", type=Path, default=RESULTS / "serving.json")
