@@ -1,20 +1,24 @@
 """Levers on the model forward that were tried and dropped: lower precision, int8, skipping padding.
 
-    python -m bench.forward_variants [--model-dir artifacts/default] [--batch 32]
+    python -m bench.forward_variants [--model-dir artifacts/default] [--batch 32] [--compile]
 
 Each variant runs the forward pass the service runs (ids -> probabilities) on the same batch of
 30-word BBC test texts with one torch thread, as a worker does. Prints microseconds per text
 (median of --repeat rounds, alternating), the ratio to the float32 forward the service uses,
 and the largest probability difference from it. On the 2-core AVX-512 machine of the README
-none is faster, which is why the service keeps float32 (see "Performance").
+none is faster, which is why the service keeps float32 (see "Performance"). `--compile` adds
+TorchScript (traced) and torch.compile (inductor; needs a C++ compiler, ~30 s to compile): the
+LSTM is one oneDNN kernel either way, ~93 % of the time, so they can only touch the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import statistics
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -94,12 +98,34 @@ def time_segmented(model: LSTMClassifier, chunks: int) -> Forward:
     return forward
 
 
+def traced(model: LSTMClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> Forward:
+    """TorchScript by tracing (scripting fails on the dataclass config); the trace keeps the
+    branch this batch takes (unpacked), so it is only valid for batches like it."""
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarning at each Python branch on a tensor
+        scripted = torch.jit.trace(model, (ids, lengths), check_trace=False)
+    return lambda i, n: scripted(i, n).softmax(1)
+
+
+def compiled(model: LSTMClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> Forward:
+    """torch.compile (inductor, dynamic shapes); compiled on the first calls, timed here."""
+    torch._logging.set_logs(dynamo=logging.ERROR)  # graph-break warnings at int(lengths.sum())
+    fn = torch.compile(model, dynamic=True)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        fn(ids, lengths)
+        fn(ids[:-1], lengths[:-1])  # a second shape: the dynamic-shape graph, as a server would see
+    print(f"torch.compile: first calls took {time.perf_counter() - started:.1f} s")
+    return lambda i, n: fn(i, n).softmax(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", type=Path, default=Path("artifacts/default"))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--min-time", type=float, default=0.25, help="seconds per timed round")
     p.add_argument("--repeat", type=int, default=7, help="timed rounds per variant (median)")
+    p.add_argument("--compile", action="store_true", help="add TorchScript and torch.compile")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     predictor = Predictor.load(args.model_dir, torch.device("cpu"))
@@ -112,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         variants["float32, packed (plain PyTorch)"] = packed(model, model.lstm)
         variants["int8 dynamic LSTM, packed"] = int8_lstm(model)
     variants |= {"bfloat16": in_dtype(model, torch.bfloat16), "float16": in_dtype(model, torch.float16)}
+    if args.compile:
+        variants["float32, TorchScript (traced)"] = traced(model, ids, lengths)
+        variants["float32, torch.compile"] = compiled(model, ids, lengths)
     with torch.inference_mode():
         reference = variants["float32 (served)"](ids, lengths)
         rounds: dict[str, list[float]] = {name: [] for name in variants}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.forward_variants import in_dtype, packed, time_segmented
+from bench.forward_variants import in_dtype, packed, time_segmented, traced
 from model.tokenizer import pad
 from tests.conftest import tiny_model
 
@@ -21,7 +21,8 @@ def test_float32_variants_give_the_served_probabilities() -> None:
     model = tiny_model(40).eval()
     ids, lengths = _batch()
     served = model(ids, lengths).softmax(1)
-    for forward in (packed(model, model.lstm), time_segmented(model, 2), time_segmented(model, 3)):
+    for forward in (packed(model, model.lstm), time_segmented(model, 2), time_segmented(model, 3),
+                    traced(model, ids, lengths)):
         assert torch.allclose(forward(ids, lengths), served, atol=1e-6)
 
 
