@@ -76,6 +76,9 @@ class LSTMClassifier(nn.Module):
         return self._states(x, lengths)
 
     def _states(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[0] == 0:  # no texts: nothing to pad past, and packing refuses empty batches
+            states, (h_n, _) = self.lstm(x)
+            return states, h_n
         if self._unpacked_is_faster(x, lengths):
             return _encode_unpacked(self.lstm, x, lengths)
         # Packing makes the LSTM stop at each text's length, so padding never reaches the state.
@@ -86,7 +89,7 @@ class LSTMClassifier(nn.Module):
 
     def _unpacked_is_faster(self, x: torch.Tensor, lengths: torch.Tensor) -> bool:
         """Inference on the CPU with oneDNN, with little padding: see `_run_unpacked`."""
-        if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[1] == 0:
+        if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or 0 in x.shape[:2]:
             return False
         if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
             return False  # the plain unpacked CPU kernel is no faster than the packed one

@@ -23,6 +23,19 @@ def test_shapes():
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("inference", [True, False])
+def test_an_empty_batch_gives_empty_answers(pooling, inference):
+    """tokenizer.pad([]) is (0, 1) ids and (0,) lengths; packing refuses empty batches and
+    the unpacked path took a min() over no lengths."""
+    model = make(pooling, layers=2)
+    ids, lengths = torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    with torch.inference_mode(inference):
+        assert model(ids, lengths).shape == (0, 3)
+        states, h_n = model.encode(ids, lengths)
+    assert states.shape == (0, 1, 8) and h_n.shape == (4, 0, 4)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_padding_never_changes_the_result(pooling, bidirectional, layers):

@@ -26,6 +26,11 @@ def test_float32_serves_the_artifact_model_itself(toy_artifact):
     assert fp32.info()["dtype"] == "float32"
 
 
+def test_an_empty_batch_gives_empty_output(toy_artifact):
+    output = predictor(toy_artifact, torch.float32).run_batch([])
+    assert output.probabilities == [] and output.logits == [] and output.features.shape[0] == 0
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_batches_give_the_float32_answer_closely(toy_artifact, dtype):
     fp32, low = predictor(toy_artifact, torch.float32), predictor(toy_artifact, dtype)
