@@ -22,6 +22,9 @@ class Settings(BaseSettings):
                                "CPUs with AVX512-BF16 or AMX and on GPUs, at ~1e-3 in probability")
     workers: int = Field(1, ge=1, le=64, description="server processes (multiprocess metrics)")
     multiproc_dir: Path | None = Field(None, description="metrics files when workers > 1")
+    balance_connections: bool = Field(
+        True, description="workers > 1: a worker holding more than its share of the open "
+                          "connections closes some after their response, so clients reconnect")
     max_batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass")
     max_batch_delay_ms: float = Field(2.0, ge=0, le=1000, description="wait to fill a batch")
     max_queue_size: int = Field(1024, ge=1, description="texts waiting; beyond this -> 429")

@@ -63,6 +63,10 @@ class Metrics:
                            multiprocess_mode="livemin", registry=r)
         self.reloads = Counter("textclf_model_reloads", "Model reload attempts by result",
                                ["result"], registry=r)
+        self.rebalanced = Counter(
+            "textclf_connections_rebalanced", "Keep-alive connections closed after a complete "
+            "response because their worker held more than its share (service/balance.py)",
+            registry=r)
         self._model_labels: tuple[str, str, str] | None = None
         if multiprocess_dir is None:
             ProcessCollector(registry=registry)

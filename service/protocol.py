@@ -16,8 +16,10 @@ import orjson
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from service.balance import ConnectionBalance
 from service.errors import OVER_LIMIT, STATUS, ErrorType
 from service.fastlane import PATH, FastRequest, answer, find_lane, response_head
+from service.state import find_app
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
@@ -114,16 +116,36 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         super().connection_made(transport)
         self._lane = find_lane(self.app)
         self._fast: FastRequest | None = None  # the lane's request whose body is being read
+        state = getattr(getattr(find_app(self.app), "state", None), "textclf", None)
+        self._balance: ConnectionBalance | None = getattr(state, "balance", None)
+        if self._balance is not None:
+            self._balance.attach(self.connections)  # the same set for every connection
+        self._closing: FastRequest | RequestResponseCycle | None = None  # told to close for it
 
     def on_headers_complete(self) -> None:
+        keep_alive = self.parser.should_keep_alive()
+        self._keep_open_for_pipelined()
+        rebalance = keep_alive and self._balance is not None and self._balance.should_close()
         if self._lane is not None and self._qualifies():
-            request = self._lane.admit(self.scope, self.headers,
-                                       self.parser.should_keep_alive())
+            request = self._lane.admit(self.scope, self.headers, keep_alive and not rebalance)
             if request is not None:
                 self.cycle = self._fast = request  # type: ignore[assignment]
+                self._closing = request if rebalance else None
                 self._end_head()
                 return
         super().on_headers_complete()
+        if rebalance and isinstance(self.cycle, RequestResponseCycle):
+            self.cycle.keep_alive = False  # uvicorn then sends `connection: close` and closes
+            self._closing = self.cycle
+
+    def _keep_open_for_pipelined(self) -> None:
+        """A request pipelined behind one that service.balance told to close would be lost with
+        the connection: the earlier one keeps it open again if its response has not started
+        (pipelined requests usually come in one read, before any response)."""
+        closing, self._closing = self._closing, None
+        if (closing is not None and not closing.response_complete
+                and not getattr(closing, "response_started", False)):
+            closing.keep_alive = True
 
     def _qualifies(self) -> bool:
         """The head-level conditions of service.fastlane; `Lane.admit` checks the headers."""
@@ -178,6 +200,10 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
 
     def abort(self) -> None:
         self.transport.close()
+
+    def shutdown(self) -> None:
+        self._closing = None  # uvicorn's shutdown closes the connection: nothing to keep open
+        super().shutdown()
 
 
 def raw_error(error_type: ErrorType, message: str) -> bytes:

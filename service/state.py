@@ -21,6 +21,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 
 from model.device import DTYPES, native_dtype, resolve_device
+from service.balance import ConnectionBalance
 from service.batcher import Batcher
 from service.config import Settings
 from service.errors import ErrorType, ServiceError
@@ -80,6 +81,9 @@ class Serving:
 class ServiceState:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings, self.metrics = settings, metrics
+        self.balance = (ConnectionBalance(settings.multiproc_dir, metrics.rebalanced.inc)
+                        if settings.workers > 1 and settings.multiproc_dir
+                        and settings.balance_connections else None)
         self.serving: Serving | None = None
         self.shutting_down = False
         self._reload_lock = asyncio.Lock()
@@ -113,6 +117,8 @@ class ServiceState:
         self.serving = self._new_serving(predictor)
         self.metrics.set_model(predictor.version, str(predictor.device), predictor.dtype_name)
         self.metrics.ready.set(1)
+        if self.balance is not None:
+            self.balance.start()
         settle_heap()
         log.info("serving %s %s on %s", predictor.artifact.name, predictor.version,
                  predictor.device)
@@ -147,6 +153,8 @@ class ServiceState:
 
     async def stop(self) -> None:
         self.begin_shutdown()
+        if self.balance is not None:
+            self.balance.stop()
         if self.serving is not None:
             await self.serving.batcher.close(self.settings.shutdown_timeout_s)
 

@@ -1,11 +1,15 @@
 """Metric values move as expected; batching really coalesces concurrent requests."""
 
 import asyncio
+import re
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from service.main import create_app
+from service.metrics import Metrics
 from tests.conftest import sample
 
 
@@ -127,3 +131,13 @@ async def test_full_queue_answers_429_at_once(settings_factory, registry):
             assert texts.status_code == 429
             release.set()
             assert (await first).status_code == 200 and (await queued).status_code == 200
+
+
+def test_every_metric_has_a_row_in_the_readme_table():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(textclf_[a-z_]+)[{`]", readme, flags=re.MULTILINE))
+    registry = CollectorRegistry()
+    Metrics(registry, None)
+    names = {m.name + ("_total" if m.type == "counter" else "")
+             for m in registry.collect() if m.name.startswith("textclf_")}
+    assert names and names <= documented, f"not in the README's table: {sorted(names - documented)}"

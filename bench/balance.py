@@ -1,0 +1,97 @@
+"""Connections per worker with and without TEXTCLF_BALANCE_CONNECTIONS (service/balance.py).
+
+    python -m bench.balance [--workers 2] [--rounds 10] [--duration 8] [--concurrency 64]
+
+Starts two textclf servers with the same number of workers, balancing on and off, and loads
+them in turn (alternating, so a change in machine load hits both alike) with wrk: each run opens
+its connections at once, as a client pool does. Per run it prints how the open connections were
+split between the workers (from `ss`, at 80 % of the run), req/s and latency; then the median
+and the worst run of each. Writes bench/results/balance.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import statistics
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import orjson
+
+from bench.common import RESULTS, Processes, free_port, request_texts, wait_ready
+from bench.loadgen import run_wrk, write_script
+
+
+def split(port: int) -> list[int]:
+    """Established connections to `port` per server process, largest first."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(collections.Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+
+
+def one_run(port: int, script: Path, args: argparse.Namespace) -> dict:
+    seen: dict[str, list[int]] = {}
+    probe = threading.Timer(0.8 * args.duration, lambda: seen.setdefault("split", split(port)))
+    probe.start()
+    point = run_wrk(f"http://127.0.0.1:{port}", script, args.concurrency, args.duration)
+    probe.join()
+    return {"split": seen.get("split", []), **point.to_dict()}
+
+
+def summary(runs: list[dict]) -> str:
+    def mid(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    worst = min(runs, key=lambda r: r["rps"])
+    return (f"median {mid('rps'):,.0f} req/s, p50 {mid('p50_ms'):.1f} ms, p99 {mid('p99_ms'):.1f} ms;"
+            f" worst run "
+            f"{worst['rps']:,.0f} req/s (split {'/'.join(map(str, worst['split']))})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", type=Path, default=Path("artifacts/default"))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--out", type=Path, default=RESULTS / "balance.json")
+    args = p.parse_args(argv)
+    bodies = [orjson.dumps({"inputs": t}) for t in request_texts()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    script = write_script(bodies, "/predict", args.out.parent)
+    results: dict[str, list[dict]] = {"on": [], "off": []}
+    with Processes() as procs:
+        ports = {}
+        for mode in results:
+            ports[mode] = free_port()
+            env = {"TEXTCLF_PORT": str(ports[mode]), "TEXTCLF_WORKERS": str(args.workers),
+                   "TEXTCLF_MODEL_DIR": str(args.model_dir), "TEXTCLF_LOG_LEVEL": "warning",
+                   "TEXTCLF_BALANCE_CONNECTIONS": "true" if mode == "on" else "false"}
+            proc = procs.start([sys.executable, "-m", "service"], env)
+            wait_ready(f"http://127.0.0.1:{ports[mode]}/health/ready", proc, 120)
+        for port in ports.values():
+            run_wrk(f"http://127.0.0.1:{port}", script, args.concurrency, 4)  # warm-up
+        for round_ in range(args.rounds):
+            for mode in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+                run = one_run(ports[mode], script, args)
+                results[mode].append(run)
+                print(f"balance {mode:3s} split {'/'.join(map(str, run['split'])):7s} "
+                      f"{run['rps']:7,.0f} req/s  p50 {run['p50_ms']:6.2f}  p99 {run['p99_ms']:6.2f} ms  "
+                      f"errors {run['errors']}", flush=True)
+    script.unlink(missing_ok=True)
+    for mode, runs in results.items():
+        print(f"balance {mode}: {summary(runs)}")
+    args.out.write_text(json.dumps(vars(args) | {"out": str(args.out), "model_dir": str(args.model_dir),
+                                                 "results": results}, indent=1))
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

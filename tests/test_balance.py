@@ -1,0 +1,137 @@
+"""service/balance.py: workers publish their connection counts; one over its share sheds.
+
+The unit part plays two workers in one process (two pids, one directory); the live part forces
+a server's balance to shed and reads what reaches the socket: `connection: close` after a
+complete response, on the fast lane and on the app's path, and never with a pipelined request
+behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import build_artifact
+from prometheus_client import CollectorRegistry
+from threaded_server import ThreadedServer
+
+from service.balance import STALE_S, ConnectionBalance, share_limit
+from service.config import Settings
+
+
+def test_share_limit_is_the_even_share_plus_slack() -> None:
+    assert share_limit(60, [4]) == 32 + 3  # slack: a tenth of the share
+    assert share_limit(5, [1, 0]) == 2 + 2  # at least 2
+    assert share_limit(64, []) is None  # alone: nothing to even out
+
+
+def worker(directory: Path, pid: int, connections: int) -> tuple[ConnectionBalance, list[int]]:
+    closed: list[int] = []
+    balance = ConnectionBalance(directory, lambda: closed.append(1), pid=pid)
+    balance.attach(range(connections))
+    return balance, closed
+
+
+def test_the_worker_over_its_share_sheds_down_to_it(tmp_path: Path) -> None:
+    busy, closed = worker(tmp_path, 1, 60)
+    idle, _ = worker(tmp_path, 2, 4)
+    idle.publish()
+    busy.publish()
+    shed = sum(busy.should_close() for _ in range(100))
+    assert shed == 60 - 35 and len(closed) == shed  # counted, and none below 32 + 3
+    idle.publish()
+    assert not any(idle.should_close() for _ in range(10))
+    idle.attach(range(29))  # the shed connections came back, to the other worker
+    busy.attach(range(35))
+    idle.publish()
+    busy.publish()
+    assert not busy.should_close()
+
+
+def test_gone_and_stopped_workers_do_not_count(tmp_path: Path) -> None:
+    busy, _ = worker(tmp_path, 1, 60)
+    gone, _ = worker(tmp_path, 2, 0)
+    gone.publish()
+    old = time.time() - STALE_S - 1
+    os.utime(gone.path, (old, old))  # a worker that died without removing its file
+    busy.publish()
+    assert busy.limit is None and not busy.should_close()
+    stopped, _ = worker(tmp_path, 3, 0)
+    stopped.publish()
+    stopped.stop()
+    assert not stopped.path.exists()
+    busy.publish()
+    assert busy.limit is None
+
+
+def test_it_republishes_on_the_event_loop(tmp_path: Path) -> None:
+    balance, _ = worker(tmp_path, 1, 3)
+
+    async def run() -> None:
+        balance.start()
+        assert balance.path.read_bytes() == (3).to_bytes(8, "little")
+        balance.attach(range(7))
+        await asyncio.sleep(0.5)
+        assert balance.path.read_bytes() == (7).to_bytes(8, "little")
+        balance.stop()
+
+    asyncio.run(run())
+    assert not balance.path.exists()
+
+
+class AlwaysShed:
+    def attach(self, connections: object) -> None:
+        pass
+
+    def should_close(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    model = build_artifact(tmp_path_factory.mktemp("balance") / "model")
+    live = ThreadedServer(Settings(model_dir=model, device="cpu"), CollectorRegistry())
+    with live:
+        live.app.state.textclf.balance = AlwaysShed()  # read by each new connection
+        yield live
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    """Send, then read until the server closes the connection (or 10 s pass)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(payload)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    return data
+
+
+PREDICT = (b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+           b'Content-Length: 29\r\n\r\n{"inputs": "the team won it"}')
+INFO = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("request_bytes", [PREDICT, INFO], ids=["fast lane", "app"])
+def test_a_shed_connection_gets_its_whole_response_then_close(server: ThreadedServer,
+                                                              request_bytes: bytes) -> None:
+    data = exchange(server.port, request_bytes)  # returns: the server closed the connection
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.count(b"HTTP/1.1 ") == 1
+    assert b"\r\nconnection: close\r\n" in data.lower()
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                  if line.startswith(b"content-length:"))
+    assert len(body) == length
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("request_bytes", [PREDICT, INFO], ids=["fast lane", "app"])
+def test_pipelined_requests_are_all_answered_before_the_close(server: ThreadedServer,
+                                                              request_bytes: bytes) -> None:
+    data = exchange(server.port, request_bytes * 3)
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert data.lower().count(b"\r\nconnection: close\r\n") == 1  # on the last one only
