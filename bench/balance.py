@@ -5,38 +5,59 @@
 Starts two textclf servers with the same number of workers, balancing on and off, and loads
 them in turn (alternating, so a change in machine load hits both alike) with wrk: each run opens
 its connections at once, as a client pool does. Per run it prints how the open connections were
-split between the workers (from `ss`, at 80 % of the run), req/s and latency; then the median
+split between the workers (from /proc, at 80 % of the run), req/s and latency; then the median
 and the worst run of each. Writes bench/results/balance.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
+import contextlib
 import json
-import re
+import os
 import statistics
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import orjson
 
-from bench.common import RESULTS, Processes, free_port, request_texts, wait_ready
+from bench.common import RESULTS, Processes, free_port, group_pids, request_texts, wait_ready
 from bench.loadgen import run_wrk, write_script
 
 
-def split(port: int) -> list[int]:
-    """Established connections to `port` per server process, largest first."""
-    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-                         capture_output=True, text=True, check=True).stdout
-    return sorted(collections.Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+def established(port: int, pids: list[int]) -> dict[int, int]:
+    """Established TCP connections to local `port` held by each of `pids` (Linux /proc: the
+    sockets' inodes from /proc/net/tcp, matched to the processes' open files)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+            inodes.add(f"socket:[{fields[9]}]")
+    held = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process that is gone holds none
+            fds = Path(f"/proc/{pid}/fd")
+            held[pid] = sum(1 for fd in fds.iterdir() if _link(fd) in inodes)
+    return held
 
 
-def one_run(port: int, script: Path, args: argparse.Namespace) -> dict:
+def _link(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed meanwhile
+        return ""
+
+
+def split(port: int, pgid: int) -> list[int]:
+    """Connections per worker of the server in process group `pgid`, largest first."""
+    counts = established(port, group_pids(pgid)).values()
+    return sorted((n for n in counts if n), reverse=True)
+
+
+def one_run(port: int, pgid: int, script: Path, args: argparse.Namespace) -> dict:
     seen: dict[str, list[int]] = {}
-    probe = threading.Timer(0.8 * args.duration, lambda: seen.setdefault("split", split(port)))
+    probe = threading.Timer(0.8 * args.duration, lambda: seen.setdefault("split", split(port, pgid)))
     probe.start()
     point = run_wrk(f"http://127.0.0.1:{port}", script, args.concurrency, args.duration)
     probe.join()
@@ -67,19 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     script = write_script(bodies, "/predict", args.out.parent)
     results: dict[str, list[dict]] = {"on": [], "off": []}
     with Processes() as procs:
-        ports = {}
+        ports, pgids = {}, {}
         for mode in results:
             ports[mode] = free_port()
             env = {"TEXTCLF_PORT": str(ports[mode]), "TEXTCLF_WORKERS": str(args.workers),
                    "TEXTCLF_MODEL_DIR": str(args.model_dir), "TEXTCLF_LOG_LEVEL": "warning",
                    "TEXTCLF_BALANCE_CONNECTIONS": "true" if mode == "on" else "false"}
             proc = procs.start([sys.executable, "-m", "service"], env)
+            pgids[mode] = proc.pid  # its own process group
             wait_ready(f"http://127.0.0.1:{ports[mode]}/health/ready", proc, 120)
         for port in ports.values():
             run_wrk(f"http://127.0.0.1:{port}", script, args.concurrency, 4)  # warm-up
         for round_ in range(args.rounds):
             for mode in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
-                run = one_run(ports[mode], script, args)
+                run = one_run(ports[mode], pgids[mode], script, args)
                 results[mode].append(run)
                 print(f"balance {mode:3s} split {'/'.join(map(str, run['split'])):7s} "
                       f"{run['rps']:7,.0f} req/s  p50 {run['p50_ms']:6.2f}  p99 {run['p99_ms']:6.2f} ms  "

@@ -8,8 +8,10 @@ behind it."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,8 @@ from conftest import build_artifact
 from prometheus_client import CollectorRegistry
 from threaded_server import ThreadedServer
 
+from bench.balance import established
+from bench.live import LiveService
 from service.balance import STALE_S, ConnectionBalance, share_limit
 from service.config import Settings
 
@@ -135,3 +139,46 @@ def test_pipelined_requests_are_all_answered_before_the_close(server: ThreadedSe
     data = exchange(server.port, request_bytes * 3)
     assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
     assert data.lower().count(b"\r\nconnection: close\r\n") == 1  # on the last one only
+
+
+CONNECTIONS = 16
+
+
+def all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+@pytest.mark.integration
+def test_two_workers_even_out_a_pool_opened_in_a_burst(tmp_path: Path) -> None:
+    """16 keep-alive connections opened at once, then used in a loop: whatever the kernel's
+    first split, within a few seconds neither worker holds more than its share + slack."""
+    with LiveService(build_artifact(tmp_path / "model"), workers=2, multiproc_dir=tmp_path / "m",
+                     log_level="warning", startup_timeout_s=120) as live:
+        time.sleep(1.0)  # /health/ready came from one worker: let the other finish starting
+        pool = [http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+                for _ in range(CONNECTIONS)]
+        for conn in pool:
+            conn.connect()
+        stop = threading.Event()
+        statuses: list[int] = []
+
+        def use(conn: http.client.HTTPConnection) -> None:
+            while not stop.is_set():  # http.client reopens after a `connection: close`
+                conn.request("POST", "/predict", PREDICT.split(b"\r\n\r\n")[1],
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+
+        threads = [threading.Thread(target=use, args=(conn,)) for conn in pool]
+        for thread in threads:
+            thread.start()
+        time.sleep(4.0)
+        held = sorted(established(live.port, all_pids()).values(), reverse=True)[:2]
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        for conn in pool:
+            conn.close()
+    assert set(statuses) == {200}
+    assert sum(held) == CONNECTIONS and held[0] <= share_limit(held[0], held[1:]), held
