@@ -74,7 +74,7 @@ class ConnectionBalance:
     def _others(self) -> list[int]:
         counts, now = [], time.time()
         for entry in os.scandir(self.directory):
-            if not entry.name.startswith(PREFIX) or entry.path == str(self.path):
+            if not entry.name.startswith(PREFIX) or entry.name == self.path.name:
                 continue
             try:
                 if now - entry.stat().st_mtime > STALE_S:

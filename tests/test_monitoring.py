@@ -14,7 +14,7 @@ DASHBOARD_METRICS = [
     "textclf_requests_total", "textclf_request_duration_seconds_bucket",
     "textclf_queue_depth", "textclf_batch_size_bucket", "textclf_inference_duration_seconds_bucket",
     "textclf_oov_ratio", "textclf_prediction_confidence", "textclf_predictions_total",
-    "textclf_queue_duration_seconds_bucket",
+    "textclf_queue_duration_seconds_bucket", "textclf_connections_rebalanced_total",
 ]
 
 
