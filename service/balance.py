@@ -87,10 +87,13 @@ class ConnectionBalance:
         return counts
 
     def should_close(self) -> bool:
-        """True (and counted) when this worker holds more than its share: close the connection
-        after this response."""
+        """True when this worker holds more than its share: close the connection after this
+        response (the protocol may still keep it for a pipelined request; see `closed`)."""
         if self.limit is None or len(self.connections) - self.closing <= self.limit:
             return False
         self.closing += 1
-        self.on_close()
         return True
+
+    def closed(self) -> None:
+        """A response went out with `connection: close` because of `should_close`."""
+        self.on_close()

@@ -205,6 +205,14 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         self._closing = None  # uvicorn's shutdown closes the connection: nothing to keep open
         super().shutdown()
 
+    def on_response_complete(self) -> None:
+        closing = self._closing  # counted once its response is out, as sent: not if undone
+        if closing is not None and closing.response_complete and not closing.keep_alive:
+            self._closing = None
+            if self._balance is not None:
+                self._balance.closed()
+        super().on_response_complete()
+
 
 def raw_error(error_type: ErrorType, message: str) -> bytes:
     """A complete HTTP/1.1 error response, for the protocol layer (no ASGI app involved); the

@@ -46,7 +46,7 @@ def test_the_worker_over_its_share_sheds_down_to_it(tmp_path: Path) -> None:
     idle.publish()
     busy.publish()
     shed = sum(busy.should_close() for _ in range(100))
-    assert shed == 60 - 35 and len(closed) == shed  # counted, and none below 32 + 3
+    assert shed == 60 - 35  # none below 32 + 3
     idle.publish()
     assert not any(idle.should_close() for _ in range(10))
     idle.attach(range(29))  # the shed connections came back, to the other worker
@@ -54,6 +54,13 @@ def test_the_worker_over_its_share_sheds_down_to_it(tmp_path: Path) -> None:
     idle.publish()
     busy.publish()
     assert not busy.should_close()
+
+
+def test_closes_are_counted_when_the_protocol_reports_them(tmp_path: Path) -> None:
+    balance, closed = worker(tmp_path, 1, 3)
+    balance.closed()
+    balance.closed()
+    assert closed == [1, 1]
 
 
 def test_gone_and_stopped_workers_do_not_count(tmp_path: Path) -> None:
@@ -88,11 +95,17 @@ def test_it_republishes_on_the_event_loop(tmp_path: Path) -> None:
 
 
 class AlwaysShed:
+    def __init__(self) -> None:
+        self.closes = 0
+
     def attach(self, connections: object) -> None:
         pass
 
     def should_close(self) -> bool:
         return True
+
+    def closed(self) -> None:
+        self.closes += 1
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +136,9 @@ INFO = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
 @pytest.mark.parametrize("request_bytes", [PREDICT, INFO], ids=["fast lane", "app"])
 def test_a_shed_connection_gets_its_whole_response_then_close(server: ThreadedServer,
                                                               request_bytes: bytes) -> None:
+    before = server.app.state.textclf.balance.closes
     data = exchange(server.port, request_bytes)  # returns: the server closed the connection
+    assert server.app.state.textclf.balance.closes == before + 1
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.count(b"HTTP/1.1 ") == 1
     assert b"\r\nconnection: close\r\n" in data.lower()
     head, body = data.split(b"\r\n\r\n", 1)
@@ -136,7 +151,9 @@ def test_a_shed_connection_gets_its_whole_response_then_close(server: ThreadedSe
 @pytest.mark.parametrize("request_bytes", [PREDICT, INFO], ids=["fast lane", "app"])
 def test_pipelined_requests_are_all_answered_before_the_close(server: ThreadedServer,
                                                               request_bytes: bytes) -> None:
+    before = server.app.state.textclf.balance.closes
     data = exchange(server.port, request_bytes * 3)
+    assert server.app.state.textclf.balance.closes == before + 1  # the two undone do not count
     assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
     assert data.lower().count(b"\r\nconnection: close\r\n") == 1  # on the last one only
 
