@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import tempfile
 from types import FrameType
@@ -94,6 +95,10 @@ def _serve_workers(settings: Settings) -> int:
     # Settings (TEXTCLF_MULTIPROC_DIR).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     os.environ["TEXTCLF_MULTIPROC_DIR"] = str(directory)
-    uvicorn.run("service.main:create_app", factory=True, workers=settings.workers,
-                **_uvicorn_options(settings))
+    try:
+        uvicorn.run("service.main:create_app", factory=True, workers=settings.workers,
+                    **_uvicorn_options(settings))
+    finally:
+        if settings.multiproc_dir is None:  # ours: a directory left per start would pile up
+            shutil.rmtree(directory, ignore_errors=True)
     return 0

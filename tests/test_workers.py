@@ -66,3 +66,20 @@ def test_two_workers_report_the_same_totals(tmp_path: Path) -> None:
         assert last["textclf_ready"] == 1
         served = per_worker(metrics_dir)
         assert len(served) == 2 and sum(served.values()) == sent, served
+
+
+@pytest.mark.integration
+def test_the_metrics_directory_it_made_is_removed_at_exit(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without TEXTCLF_MULTIPROC_DIR the workers' files go to a temporary directory of their
+    own: it goes away with the service (one was left per start)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where tempfile.mkdtemp puts it
+    live = LiveService(build_artifact(tmp_path / "model"), workers=2, log_level="warning",
+                       startup_timeout_s=120)
+    with live:
+        made = list(scratch.glob("textclf-metrics-*"))
+        assert len(made) == 1 and any(made[0].glob("counter_*.db"))
+        assert live.stop() == 0
+    assert not list(scratch.glob("textclf-metrics-*"))
