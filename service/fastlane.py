@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from service.body import media_type
 from service.middleware import RequestMiddleware, authorised, error_reply, predict_headers
 from service.routes import classify, predict_reply
-from service.state import ServiceState, find_app
+from service.state import ServiceState, find_app, service_state
 
 log = logging.getLogger("textclf.fastlane")
 PATH = b"/predict"
@@ -95,9 +95,9 @@ def find_lane(asgi_app: Any) -> Lane | None:
     """The lane for the app uvicorn serves (through its wrappers), or None: not textclf's app,
     or TEXTCLF_FAST_PREDICT=false."""
     app = find_app(asgi_app)
-    state = getattr(getattr(app, "state", None), "textclf", None)
+    state = service_state(app)
     front = getattr(app, "front", None)
-    if not isinstance(state, ServiceState) or front is None or not state.settings.fast_predict:
+    if state is None or front is None or not state.settings.fast_predict:
         return None
     return Lane(app, state, front)
 

@@ -19,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from service.balance import ConnectionBalance
 from service.errors import OVER_LIMIT, STATUS, ErrorType
 from service.fastlane import PATH, FastRequest, answer, find_lane, response_head
-from service.state import find_app
+from service.state import service_state
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
@@ -116,8 +116,8 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         super().connection_made(transport)
         self._lane = find_lane(self.app)
         self._fast: FastRequest | None = None  # the lane's request whose body is being read
-        state = getattr(getattr(find_app(self.app), "state", None), "textclf", None)
-        self._balance: ConnectionBalance | None = getattr(state, "balance", None)
+        state = service_state(self.app)
+        self._balance: ConnectionBalance | None = state.balance if state is not None else None
         if self._balance is not None:
             self._balance.attach(self.connections)  # the same set for every connection
         self._closing: FastRequest | RequestResponseCycle | None = None  # told to close for it

@@ -15,7 +15,7 @@ import uvicorn
 from service.config import Settings
 from service.logs import configure_logging, log_config
 from service.protocol import MAX_HEAD_BYTES, ServiceHttpProtocol
-from service.state import find_app
+from service.state import service_state
 
 
 class Server(uvicorn.Server):
@@ -28,8 +28,7 @@ class Server(uvicorn.Server):
     recording the signal."""
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app = find_app(getattr(self.config, "loaded_app", None))
-        state = getattr(getattr(app, "state", None), "textclf", None)
+        state = service_state(getattr(self.config, "loaded_app", None))
         if state is not None:
             state.begin_shutdown()
         if self.should_exit and sig == signal.SIGINT:

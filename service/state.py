@@ -40,6 +40,12 @@ def find_app(asgi_app: Any) -> Any:
     return app
 
 
+def service_state(asgi_app: Any) -> ServiceState | None:
+    """The ServiceState of textclf's app inside uvicorn's wrappers, or None for another app."""
+    state = getattr(getattr(find_app(asgi_app), "state", None), "textclf", None)
+    return state if isinstance(state, ServiceState) else None
+
+
 def settle_heap() -> None:
     """Collect, then freeze what survives (torch, FastAPI, the model, the app) out of the cyclic
     GC's reach. Serving allocates fast enough to trigger a full collection every few seconds,
