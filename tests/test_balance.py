@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import build_artifact
 from prometheus_client import CollectorRegistry
+from raw_http import exchange, request
 from threaded_server import ThreadedServer
 
 from bench.balance import established
@@ -117,18 +117,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]
         yield live
 
 
-def exchange(port: int, payload: bytes) -> bytes:
-    """Send, then read until the server closes the connection (or 10 s pass)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(payload)
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
-    return data
-
-
-PREDICT = (b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
-           b'Content-Length: 29\r\n\r\n{"inputs": "the team won it"}')
+BODY = b'{"inputs": "the team won it"}'
+PREDICT = request(BODY, extra="")
 INFO = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -137,14 +127,10 @@ INFO = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
 def test_a_shed_connection_gets_its_whole_response_then_close(server: ThreadedServer,
                                                               request_bytes: bytes) -> None:
     before = server.app.state.textclf.balance.closes
-    data = exchange(server.port, request_bytes)  # returns: the server closed the connection
+    [(status, headers, body, closed)] = exchange(server.port, request_bytes)
     assert server.app.state.textclf.balance.closes == before + 1
-    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.count(b"HTTP/1.1 ") == 1
-    assert b"\r\nconnection: close\r\n" in data.lower()
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                  if line.startswith(b"content-length:"))
-    assert len(body) == length
+    assert status == 200 and len(body) == int(headers["content-length"])
+    assert headers["connection"] == "close" and closed  # and nothing after the one response
 
 
 @pytest.mark.integration
@@ -152,10 +138,11 @@ def test_a_shed_connection_gets_its_whole_response_then_close(server: ThreadedSe
 def test_pipelined_requests_are_all_answered_before_the_close(server: ThreadedServer,
                                                               request_bytes: bytes) -> None:
     before = server.app.state.textclf.balance.closes
-    data = exchange(server.port, request_bytes * 3)
+    replies = exchange(server.port, request_bytes * 3, count=3)
     assert server.app.state.textclf.balance.closes == before + 1  # the two undone do not count
-    assert data.count(b"HTTP/1.1 200 OK\r\n") == 3
-    assert data.lower().count(b"\r\nconnection: close\r\n") == 1  # on the last one only
+    assert [status for status, *_ in replies] == [200] * 3
+    assert [headers.get("connection") for _, headers, _, _ in replies] == [None, None, "close"]
+    assert replies[-1][3]  # closed after the last
 
 
 CONNECTIONS = 16
@@ -181,8 +168,7 @@ def test_two_workers_even_out_a_pool_opened_in_a_burst(tmp_path: Path) -> None:
 
         def use(conn: http.client.HTTPConnection) -> None:
             while not stop.is_set():  # http.client reopens after a `connection: close`
-                conn.request("POST", "/predict", PREDICT.split(b"\r\n\r\n")[1],
-                             {"Content-Type": "application/json"})
+                conn.request("POST", "/predict", BODY, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
                 statuses.append(response.status)
