@@ -17,13 +17,16 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
-from bench.common import RESULTS, Processes, free_port, group_pids, request_texts, wait_ready
+from bench.common import RESULTS, Processes, group_pids, request_texts
 from bench.loadgen import run_wrk, write_script
+from bench.systems import Options, System, start
 
 
 def established(port: int, pids: list[int]) -> dict[int, int]:
@@ -84,19 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "balance.json")
     args = p.parse_args(argv)
     bodies = [orjson.dumps({"inputs": t}) for t in request_texts()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    script = write_script(bodies, "/predict", args.out.parent)
     results: dict[str, list[dict]] = {"on": [], "off": []}
-    with Processes() as procs:
+    with tempfile.TemporaryDirectory(prefix="textclf-bench-") as tmp, Processes() as procs:
+        script = write_script(bodies, "/predict", Path(tmp))
         ports, pgids = {}, {}
         for mode in results:
-            ports[mode] = free_port()
-            env = {"TEXTCLF_PORT": str(ports[mode]), "TEXTCLF_WORKERS": str(args.workers),
-                   "TEXTCLF_MODEL_DIR": str(args.model_dir), "TEXTCLF_LOG_LEVEL": "warning",
-                   "TEXTCLF_BALANCE_CONNECTIONS": "true" if mode == "on" else "false"}
-            proc = procs.start([sys.executable, "-m", "service"], env)
-            pgids[mode] = proc.pid  # its own process group
-            wait_ready(f"http://127.0.0.1:{ports[mode]}/health/ready", proc, 120)
+            flag = {"TEXTCLF_BALANCE_CONNECTIONS": "true" if mode == "on" else "false"}
+            proc, launch, _ = start(System("textclf", args.workers),
+                                    Options(args.model_dir.resolve(), Path(tmp), flag), procs, bodies[0])
+            ports[mode], pgids[mode] = urlsplit(launch.url).port, proc.pid  # its own process group
         for port in ports.values():
             run_wrk(f"http://127.0.0.1:{port}", script, args.concurrency, 4)  # warm-up
         for round_ in range(args.rounds):
@@ -106,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"balance {mode:3s} split {'/'.join(map(str, run['split'])):7s} "
                       f"{run['rps']:7,.0f} req/s  p50 {run['p50_ms']:6.2f}  p99 {run['p99_ms']:6.2f} ms  "
                       f"errors {run['errors']}", flush=True)
-    script.unlink(missing_ok=True)
     for mode, runs in results.items():
         print(f"balance {mode}: {summary(runs)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(vars(args) | {"out": str(args.out), "model_dir": str(args.model_dir),
                                                  "results": results}, indent=1))
     print(f"written {args.out}")
