@@ -69,7 +69,8 @@ def print_table(results: dict) -> None:
     print()
     print("\n".join(table_lines(results)))
     m = results["meta"]
-    print(f"\n{m['duration_s']:g} s per run, {m['repeat']} run(s) per point (median), "
+    rounds = f" in each of {m['rounds']} rounds" if m.get("rounds", 1) > 1 else ""
+    print(f"\n{m['duration_s']:g} s per run, {m['repeat']} run(s) per point{rounds} (median), "
           f"{m['warmup_s']:g} s warm-up after start + {m.get('point_warmup_s', 0):g} s per point, "
           f"{m['words']}-word texts; "
           f"load average {m['loadavg_start'][0]:.2f} -> {m.get('loadavg_end', [0])[0]:.2f}")

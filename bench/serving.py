@@ -6,7 +6,9 @@
 
 Each system is started as its own process group on 127.0.0.1, warmed up, measured with wrk
 (one thread, a separate process) POSTing 30-word texts at each concurrency, then stopped.
-Repeats give medians. Prints a table and writes bench/results/serving.json.
+Repeats give medians. `--rounds N` measures every system once per round, N rounds in turn, and
+prints the textclf ratios of each round (see bench/rounds.py). Prints a table and writes
+bench/results/serving.json.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bench.cpuuse import CpuMeter
 from bench.loadgen import median_point, run_wrk, write_script
 from bench.plot import plot
 from bench.report import print_table, ratios
+from bench.rounds import merge_rounds, round_lines
 from bench.systems import Options, System, start
 from model.device import DTYPES
 
@@ -46,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--point-warmup", type=float, default=2.0,
                    help="seconds of load at each concurrency before measuring it")
     p.add_argument("--repeat", type=int, default=1, help="measured runs per point (median)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="start and measure every system once per round, this many rounds in "
+                        "turn (a drift of the machine's speed then falls on all systems)")
     p.add_argument("--words", type=int, default=30, help="words per request text")
     p.add_argument("--model-dir", type=Path, default=Path("artifacts/default"))
     p.add_argument("--textclf-env", action="append", default=[], metavar="KEY=VALUE",
@@ -86,6 +92,7 @@ def measure_system(system: System, opts: Options, args: argparse.Namespace, proc
                          "concurrency": conc, **point.to_dict(),
                          "server_cpu_ms_per_request": round(per_req[len(per_req) // 2], 3)
                          if per_req else None,
+                         "server_cpu_ms_per_run": per_req,
                          "runs": [r.to_dict() for r in runs], "cpu_cores": cpu,
                          "ready_s": round(ready_s, 2)})
             print(f"  c={conc:<3d} {point.rps:9.0f} req/s  p50 {point.p50_ms:7.2f} ms  "
@@ -93,6 +100,20 @@ def measure_system(system: System, opts: Options, args: argparse.Namespace, proc
     finally:
         procs.stop(proc)
     return rows
+
+
+def measure_or_skip(system: System, opts: Options, args: argparse.Namespace, procs: Processes,
+                    bodies: list[bytes], results: dict) -> list[dict]:
+    """The system's rows, or none and the reason in results["skipped"] (then not retried)."""
+    reason = system.unavailable()
+    if reason is None:
+        try:
+            return measure_system(system, opts, args, procs, bodies)
+        except RuntimeError as exc:
+            reason = str(exc)
+    results["skipped"][system.label] = reason
+    print(f"# {system.label}: SKIPPED: {reason}", file=sys.stderr, flush=True)
+    return []
 
 
 def meta(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -103,7 +124,7 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
             "cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
             "torch": torch.__version__, "model_dir": str(args.model_dir),
             "duration_s": args.duration, "warmup_s": args.warmup,
-            "point_warmup_s": args.point_warmup, "repeat": args.repeat,
+            "point_warmup_s": args.point_warmup, "repeat": args.repeat, "rounds": args.rounds,
             "words": args.words, "loadavg_start": os.getloadavg(),
             "textclf_env": args.textclf_env, "ts_dtype": args.ts_dtype,
             "load_generator": "wrk -t1, Lua script, HTTP/1.1 keep-alive"}
@@ -124,19 +145,19 @@ def main(argv: list[str] | None = None) -> int:
                        dict(kv.split("=", 1) for kv in args.textclf_env),
                        args.ts_batch_size, args.ts_delay_ms, args.ts_threads or None,
                        args.ts_dtype)
-        for system in systems:
-            reason = system.unavailable()
-            if reason is None:
-                try:
-                    results["rows"] += measure_system(system, opts, args, procs, bodies)
-                    continue
-                except RuntimeError as exc:
-                    reason = str(exc)
-            results["skipped"][system.label] = reason
-            print(f"# {system.label}: SKIPPED: {reason}", file=sys.stderr, flush=True)
+        for rnd in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"# round {rnd} of {args.rounds}", flush=True)
+            for system in (s for s in systems if s.label not in results["skipped"]):
+                results["rows"] += [dict(row, round=rnd) for row in
+                                    measure_or_skip(system, opts, args, procs, bodies, results)]
     results["meta"]["loadavg_end"] = os.getloadavg()
+    if args.rounds > 1:
+        results["round_rows"], results["rows"] = results["rows"], merge_rounds(results["rows"])
     results["ratios"] = ratios(results["rows"])
     print_table(results)
+    if args.rounds > 1:
+        print("\n".join(round_lines(results["round_rows"])))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"\nwritten {args.out} and {plot(results, args.out.with_suffix('.png'))}")
