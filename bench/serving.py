@@ -133,6 +133,9 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.rounds < 1 or args.repeat < 1:
+        print("--rounds and --repeat must be at least 1", file=sys.stderr)
+        return 2
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     systems = [System.parse(s) for s in args.systems.split(",") if s.strip()]
     if not (args.model_dir / "config.json").exists():
