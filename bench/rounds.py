@@ -9,7 +9,7 @@ from __future__ import annotations
 from statistics import median
 
 from bench.loadgen import Point, median_point
-from bench.report import best_of
+from bench.report import best_of, comparisons
 
 
 def merge_rounds(rows: list[dict]) -> list[dict]:
@@ -33,8 +33,8 @@ def merge_rounds(rows: list[dict]) -> list[dict]:
 
 
 def round_ratios(rows: list[dict]) -> dict[int, dict[str, list[float]]]:
-    """{concurrency: {"best TorchServe" | constant system: [best textclf ÷ it, one per round]}},
-    best against best within each round (as `report.target_lines` does for one)."""
+    """{concurrency: {label of `report.comparisons`: [best textclf ÷ it, one per round]}}, best
+    against best within each round."""
     out: dict[int, dict[str, list[float]]] = {}
     for conc in sorted({r["concurrency"] for r in rows}):
         for rnd in sorted({r["round"] for r in rows}):
@@ -42,14 +42,9 @@ def round_ratios(rows: list[dict]) -> dict[int, dict[str, list[float]]]:
             ours = best_of(these, "textclf", conc)
             if ours is None:
                 continue
-            others = [(other, "best TorchServe") for other in [best_of(these, "torchserve", conc)]
-                      if other is not None]
-            others += [(r, r["system"]) for r in these
-                       if r.get("name") == "constant" and r["concurrency"] == conc]
-            for other, label in others:
-                if other["rps"] > 0:
-                    out.setdefault(conc, {}).setdefault(label, []).append(
-                        round(ours["rps"] / other["rps"], 2))
+            for label, other, _ in comparisons(these, conc):
+                out.setdefault(conc, {}).setdefault(label, []).append(
+                    round(ours["rps"] / other["rps"], 2))
     return out
 
 
@@ -57,9 +52,10 @@ def round_lines(rows: list[dict]) -> list[str]:
     """The per-round ratios, one line per concurrency, with their median and the target."""
     lines = []
     for conc, versus in round_ratios(rows).items():
+        targets = {label: target for label, _, target in comparisons(rows, conc)}
         parts = []
         for label, values in versus.items():
-            target = 1.5 if label == "best TorchServe" else 0.7
+            target = targets[label]
             parts.append(f"÷ {label} {', '.join(f'{v:.2f}' for v in values)} "
                          f"(median {median(values):.2f}, {sum(v >= target for v in values)} of "
                          f"{len(values)} rounds >= {target})")
