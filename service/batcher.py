@@ -1,10 +1,9 @@
 """Micro-batching: concurrent requests share one forward pass.
 
 One asyncio task takes every queued job (up to `max_batch_size` texts) and runs the forward
-pass, on a dedicated inference thread or on the event loop itself (`Placement`: on the CPU one
-core is busy either way, and inline there is no thread hand-off, so short passes run inline).
-While it runs, new requests pile up (in the socket buffers when inline) and form the next
-batch, so under load batches fill by themselves. The task waits up to `max_delay_s` for more
+pass (where: service.passes). While it runs, new requests pile up (in the socket buffers when
+inline) and form the next batch, so under load batches fill by themselves; a batch that fills
+while a scripted pass runs is queued behind it at once. The task waits up to `max_delay_s` for more
 only while requests are known to be on their way (`arriving`): a lone request never waits.
 The queue is bounded in texts; a full queue answers at once with `overloaded` (429).
 """
@@ -18,43 +17,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from service.errors import ErrorType, ServiceError, overloaded
 from service.metrics import Metrics
+from service.passes import Pass, Placement, start_pass
 from service.predictor import BatchOutput, Predictor
-
-# A forward pass runs on the event loop only when it should take at most this long: a longer
-# one would hold up every other request's parsing, health probes and 429s (bench/overload.py:
-# with every pass inline, a 429 took up to 350 ms at p99; 10 ms with the thread).
-INLINE_BUDGET_S = 0.010
-
-
-class Placement:
-    """Where forward passes run: "thread", "loop", or "auto": on the loop when the batch's padded
-    size (texts x longest) times the measured seconds per padded token fits INLINE_BUDGET_S,
-    else on the thread. Until a first pass is measured, the thread."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.seconds_per_token: float | None = None  # running average over recent passes
-
-    def inline(self, encoded: list[list[int]]) -> bool:
-        if self.mode != "auto":
-            return self.mode == "loop"
-        if self.seconds_per_token is None:
-            return False
-        return _padded_tokens(encoded) * self.seconds_per_token <= INLINE_BUDGET_S
-
-    def observe(self, encoded: list[list[int]], seconds: float) -> None:
-        per_token = seconds / _padded_tokens(encoded)
-        last = self.seconds_per_token
-        self.seconds_per_token = per_token if last is None else 0.8 * last + 0.2 * per_token
-
-
-def _padded_tokens(encoded: list[list[int]]) -> int:
-    return max(1, len(encoded) * max((len(e) for e in encoded), default=1))
 
 
 @dataclass
@@ -82,6 +52,7 @@ class Batcher:
         self._queued_texts = 0
         self.arriving = 0  # requests parsed but not yet submitted (see module docstring)
         self._wakeup = asyncio.Event()
+        self._full: asyncio.Future[None] | None = None  # set when a full batch is queued
         self.placement = Placement(placement)
         self._executor = (ThreadPoolExecutor(1, thread_name_prefix="textclf-inference")
                           if placement != "loop" else None)
@@ -109,6 +80,8 @@ class Batcher:
         self._queued_texts += len(encoded)
         self.metrics.queued.set(self._queued_texts)
         self._wakeup.set()
+        if self._queued_texts >= self.max_batch_size and self._full and not self._full.done():
+            self._full.set_result(None)
         return await job.future
 
     def check_room(self) -> None:
@@ -147,34 +120,55 @@ class Batcher:
             except TimeoutError:
                 break
 
-    async def _forward(self, encoded: list[list[int]]) -> BatchOutput:
-        if self.placement.inline(encoded):  # always so in "loop" mode, which has no executor
-            return self.predictor.run_batch(encoded)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.predictor.run_batch, encoded)
+    def _start(self, jobs: list[Job], after: Pass | None = None) -> Pass:
+        return start_pass(self.predictor, self.placement, self._executor, jobs, after)
 
     async def _run(self) -> None:
-        while not (self._closing and not self._jobs):
-            if not self._jobs:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await asyncio.sleep(0)  # let handlers that are ready to submit do so first
-            if self.max_delay_s > 0:
-                await self._wait_for_more()
-            batch = self._take_batch()
-            started = time.perf_counter()
-            encoded = [e for job in batch for e in job.encoded]
-            try:
-                output = await self._forward(encoded)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            seconds = time.perf_counter() - started
-            self.placement.observe(encoded, seconds)
-            self._deliver(batch, output, started, seconds)
+        current: Pass | None = None
+        while not (self._closing and not self._jobs and current is None):
+            if current is None:
+                if not self._jobs:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await asyncio.sleep(0)  # let handlers that are ready to submit do so first
+                if self.max_delay_s > 0:
+                    await self._wait_for_more()
+                current = self._start(self._take_batch())
+            following = await self._queue_behind(current)
+            ended = await self._finish(current)
+            if following is not None:  # it began when `current` ended, not when queued
+                following.started = max(following.started, ended)
+            current = following
+
+    async def _queue_behind(self, current: Pass) -> Pass | None:
+        """While a scripted pass runs, start the next batch as soon as it is full, queued
+        behind it in torch: the model then goes on while the loop answers `current`."""
+        if current.scripted is None:
+            return None
+        while not current.outputs.done():
+            if self._queued_texts >= self.max_batch_size:
+                return self._start(self._take_batch(), after=current)
+            self._full = asyncio.get_running_loop().create_future()
+            either: list[asyncio.Future[Any]] = [current.outputs, self._full]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            self._full = None
+        return None
+
+    async def _finish(self, current: Pass) -> float:
+        """Wait for a pass and hand its rows to the jobs; returns when it ended."""
+        try:
+            output = self.predictor.finish(await current.outputs)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            for job in current.jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return time.perf_counter()
+        ended = time.perf_counter()
+        seconds = ended - current.started
+        self.placement.observe(current.encoded, seconds)
+        self._deliver(current.jobs, output, current.started, seconds)
+        return ended
 
     def _deliver(self, batch: list[Job], output: BatchOutput, started: float,
                  inference_seconds: float) -> None:

@@ -1,68 +1,84 @@
-"""service/batcher.py: where forward passes run (Placement), and that both places give answers."""
+"""service/batcher.py: passes run where service.passes puts them, and a batch that fills while
+a scripted pass runs is queued behind it at once."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from service.batcher import INLINE_BUDGET_S, Batcher, Placement
+from service.batcher import Batcher
 from service.metrics import Metrics
-from service.predictor import BatchOutput
+from service.passes import INLINE_BUDGET_S
+from service.predictor import Predictor
 
 SHORT = [[5] * 10] * 4  # 40 padded tokens
 LONG = [[5] * 200] * 32  # 6,400 padded tokens
 
 
-def test_auto_starts_on_the_thread_then_follows_the_measured_cost():
-    placement = Placement("auto")
-    assert not placement.inline(SHORT)  # nothing measured yet: the thread is always safe
-    per_token = INLINE_BUDGET_S / 1000  # 1,000 padded tokens fit the budget
-    placement.observe(SHORT, 40 * per_token)
-    assert placement.inline(SHORT) and not placement.inline(LONG)
-    placement.observe(LONG, 6400 * per_token * 10)  # passes got slower: the average follows
-    assert placement.seconds_per_token == pytest.approx(per_token * (0.8 + 0.2 * 10))
-
-
-@pytest.mark.parametrize(("mode", "short", "long"), [("thread", False, False),
-                                                     ("loop", True, True)])
-def test_fixed_modes_ignore_the_cost(mode, short, long):
-    placement = Placement(mode)
-    placement.observe(SHORT, 1e-9)
-    assert (placement.inline(SHORT), placement.inline(LONG)) == (short, long)
-
-
-class RecordingPredictor:
-    """Answers every text with fixed probabilities and records which thread ran each pass."""
-
-    num_threads = 1
-
-    def __init__(self) -> None:
-        self.threads: list[str] = []
-
-    def run_batch(self, encoded):
-        self.threads.append(threading.current_thread().name)
-        n = len(encoded)
-        return BatchOutput([[0.25, 0.75]] * n, [[0.0, 1.0]] * n, torch.zeros(n, 2))
+def batcher_for(predictor: Predictor, placement: str, max_batch_size: int = 32) -> Batcher:
+    return Batcher(predictor, Metrics(CollectorRegistry()), max_batch_size=max_batch_size,
+                   max_delay_s=0.0, max_queue_size=1024, placement=placement)
 
 
 @pytest.mark.anyio
-async def test_short_passes_run_on_the_event_loop_long_ones_on_the_thread():
-    predictor = RecordingPredictor()
-    batcher = Batcher(predictor, Metrics(CollectorRegistry()), max_batch_size=32,  # type: ignore[arg-type]
-                      max_delay_s=0.0, max_queue_size=1024, placement="auto")
+async def test_short_passes_run_on_the_event_loop_long_ones_off_it(toy_artifact):
+    predictor = Predictor(toy_artifact, torch.device("cpu"))
+    where: list[str] = []
+    compute, launch = predictor.compute, predictor.launch
+    predictor.compute = lambda batch: where.append(threading.current_thread().name) or compute(batch)  # type: ignore[method-assign]
+    predictor.launch = lambda batch, after=None: where.append("launch") or launch(batch, after)  # type: ignore[method-assign]
+    batcher = batcher_for(predictor, "auto")
     batcher.start()
-    batcher.placement.seconds_per_token = INLINE_BUDGET_S / 1000  # as if measured
     try:
+        batcher.placement.seconds_per_token = INLINE_BUDGET_S / 1000  # as if measured
         short = await batcher.submit(SHORT)
         batcher.placement.seconds_per_token = INLINE_BUDGET_S / 1000  # keep the estimate fixed
         long = await batcher.submit(LONG)
     finally:
         await batcher.close(5)
-    loop_thread = threading.current_thread().name
-    assert predictor.threads[0] == loop_thread
-    assert predictor.threads[1].startswith("textclf-inference")
-    assert short.output.probabilities == [[0.25, 0.75]] * 4
-    assert long.output.probabilities == [[0.25, 0.75]] * 32
+    assert where == [threading.current_thread().name, "launch"]
+    assert short.output.logits == predictor.run_batch(SHORT).logits
+    assert long.output.logits == predictor.run_batch(LONG).logits
+
+
+@pytest.mark.anyio
+async def test_a_batch_that_fills_during_a_scripted_pass_is_queued_behind_it(toy_artifact):
+    predictor = Predictor(toy_artifact, torch.device("cpu"))
+    held = torch.futures.Future()  # the first pass: it ends when the test says so
+    afters: list[object] = []
+    first_batch = []
+    launch = predictor.launch
+
+    def launching(batch, after=None):
+        afters.append(after)
+        if len(afters) == 1:
+            first_batch.append(batch)
+            return held
+        return launch(batch)
+
+    predictor.launch = launching  # type: ignore[method-assign]
+    batcher = batcher_for(predictor, "thread", max_batch_size=4)
+    batcher.start()
+    texts = [[3, 4, 5], [6, 7, 8], [5, 5, 5], [9, 8, 7], [4, 4, 4]]
+    try:
+        first = asyncio.create_task(batcher.submit(texts[:1]))
+        while not afters:
+            await asyncio.sleep(0)
+        rest = [asyncio.create_task(batcher.submit([text])) for text in texts[1:]]  # 4: full
+        while len(afters) < 2:
+            await asyncio.sleep(0.001)
+        assert afters == [None, held]  # started while the first was still running
+        await asyncio.sleep(0.1)
+        held.set_result(predictor.compute(first_batch[0]))
+        results = await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    finally:
+        await batcher.close(5)
+    got = [r.output.logits[0] for r in results]
+    assert got == predictor.run_batch(texts[:1]).logits + predictor.run_batch(texts[1:]).logits
+    assert [r.batch_size for r in results] == [1, 4, 4, 4, 4]
+    # the second batch's wait behind the first counts as queueing, not as inference
+    assert results[1].queue_seconds >= 0.1 > results[1].inference_seconds

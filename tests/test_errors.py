@@ -69,12 +69,13 @@ def test_unexpected_errors_are_500_without_internals(settings_factory, registry)
 
     from service.main import create_app
 
-    def explode(_encoded):
+    def explode(*_args):
         raise RuntimeError("secret internal detail")
 
     app = create_app(settings_factory(), registry)
     with TestClient(app, raise_server_exceptions=False) as client:
-        app.state.textclf.serving.predictor.run_batch = explode
+        predictor = app.state.textclf.serving.predictor
+        predictor.compute = predictor.launch = explode  # wherever the pass runs
         reply = client.post("/predict", json={"inputs": "goal"})
         assert reply.status_code == 500
         assert reply.json() == {"error": "internal server error", "error_type": "internal"}

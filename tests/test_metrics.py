@@ -51,16 +51,18 @@ def test_exposition_has_no_request_text(client):
 
 def hold_inference(serving) -> asyncio.Event:
     """Make the inference thread wait for the returned event before each forward pass, so that
-    requests pile up behind the one being computed."""
-    original = serving.predictor.run_batch
+    requests pile up behind the one being computed (passes go to the Python thread, where a
+    test can block them)."""
+    original = serving.predictor.compute
     release = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def blocked(encoded):
+    def blocked(batch):
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=5)
-        return original(encoded)
+        return original(batch)
 
-    serving.predictor.run_batch = blocked
+    serving.predictor.compute = blocked
+    serving.predictor.launch = lambda batch, after=None: None
     return release
 
 

@@ -1,0 +1,164 @@
+"""The CPU inference pass of LSTMClassifier in TorchScript: padded ids -> probabilities, with no
+Python and no GIL from start to end, so it can run beside a busy event loop.
+
+Why: from Python, each of a pass's ~60 torch ops takes the GIL back when it returns. On a
+thread beside the event loop every such re-take waits for the loop to let go (up to
+`sys.getswitchinterval()`, 5 ms), so the thread and the loop took turns and one worker used one
+core. A TorchScript pass takes the GIL only if it drops a reference to a tensor that Python has
+seen (c10::TensorImpl::decref_pyobject, since torch 2.x), so `ScriptedClassifier` keeps its own
+copies of the weights, made in TorchScript, and copies each pass's inputs on the way in.
+`launch` runs the pass on torch's inter-op thread pool (`torch.jit.fork`) and returns a torch
+Future at once; a pass launched `after` another starts when that one ends, without waiting for
+the caller.
+
+The computation is the model's own unpacked path (model.network: `_run_unpacked`,
+`_pooled_unpacked`): both directions over time-major input, the backward one on each text
+reversed within its length, padded steps overwritten before max or mean pooling; then the
+output layer and softmax in float32, as service.predictor does. Same results
+(tests/test_scripted.py). Only for max / mean pooling with little padding (`scripted_fits`);
+`last` pooling, the packed path and other devices stay in Python.
+
+Shapes: B batch, T time steps, E embedding dim, H hidden size, C classes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import cast
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
+
+from model.network import UNPACKED_MIN_FILL, LSTMClassifier, lstm_params
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # probabilities, logits (B, C), features
+
+
+def _reversed_rows(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """As model.network._reversed_rows (that one moves to the CPU, which TorchScript refuses)."""
+    t = torch.arange(steps)[:, None]
+    within = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
+    return (within * lengths.shape[0] + torch.arange(lengths.shape[0])).reshape(-1)
+
+
+def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[2]).index_select(0, rows).view(x.shape)
+
+
+def _pooled(ids: torch.Tensor, lengths: torch.Tensor, embedding: torch.Tensor,
+            layers: list[list[list[torch.Tensor]]], has_bias: bool, hidden: int,
+            use_max: bool) -> torch.Tensor:
+    """ids (B, T), lengths (B,) >= 1 -> pooled features (B, H*D) in the weights' dtype.
+    `layers[l][d]` are layer l's weights for direction d (0 forward, 1 backward)."""
+    steps, batch = ids.shape[1], ids.shape[0]
+    x = F.embedding(ids.t(), embedding)  # (T, B, E), time-major as the LSTM kernel works
+    reverse = _reversed_rows(lengths, steps)
+    zeros = torch.zeros(1, batch, hidden, dtype=embedding.dtype)
+    outputs = [x]
+    for layer, directions in enumerate(layers):
+        if layer > 0:  # the next layer reads both directions in text order
+            x = outputs[0] if len(outputs) == 1 else torch.cat(
+                [outputs[0], _rows(outputs[1], reverse)], dim=2)
+        outputs = [torch.lstm(x, [zeros, zeros], directions[0], has_bias, 1, 0.0, False, False,
+                              False)[0]]  # (T, B, H)
+        if len(directions) > 1:
+            outputs.append(torch.lstm(_rows(x, reverse), [zeros, zeros], directions[1], has_bias,
+                                      1, 0.0, False, False, False)[0])
+    padding = (torch.arange(steps)[:, None] >= lengths[None, :]).reshape(-1).nonzero().squeeze(1)
+    pooled: list[torch.Tensor] = []
+    for out in outputs:  # (T, B, H); pooling ignores the order of the steps
+        out.view(-1, out.shape[2]).index_fill_(0, padding, float("-inf") if use_max else 0.0)
+        pooled.append(out.amax(dim=0) if use_max
+                      else out.sum(dim=0) / lengths.to(out.dtype)[:, None])
+    return torch.cat(pooled, dim=1)
+
+
+def scripted_fits(lengths: torch.Tensor, steps: int) -> bool:
+    """Whether the scripted pass serves a padded bucket: texts, and little padding (the model's
+    own rule for its unpacked path, model.network.UNPACKED_MIN_FILL)."""
+    return len(lengths) > 0 and int(lengths.sum()) >= UNPACKED_MIN_FILL * len(lengths) * steps
+
+
+class _Owned(torch.nn.Module):
+    """The pass over weights that only TorchScript has seen (see the module docstring)."""
+
+    def __init__(self, has_bias: bool, hidden: int, use_max: bool) -> None:
+        super().__init__()
+        self.has_bias, self.hidden, self.use_max = has_bias, hidden, use_max
+        # [layer][direction] -> torch.lstm's weights
+        self.layers = cast(list[list[list[torch.Tensor]]],
+                           torch.jit.Attribute([], list[list[list[torch.Tensor]]]))
+        self.embedding = self.out_weight = self.out_bias = torch.zeros(0)
+
+    @torch.jit.export
+    def own(self, layers: list[list[list[torch.Tensor]]], embedding: torch.Tensor,
+            out_weight: torch.Tensor, out_bias: torch.Tensor) -> None:
+        self.layers = [[[w.clone() for w in direction] for direction in layer] for layer in layers]
+        self.embedding = embedding.clone()
+        self.out_weight, self.out_bias = out_weight.float().clone(), out_bias.float().clone()
+
+    def forward(self, ids: list[torch.Tensor], lengths: list[torch.Tensor],
+                back: torch.Tensor | None) -> Outputs:
+        """Buckets of texts (ids (b, T) and lengths (b,) each) -> outputs with rows in input
+        order (`back`: rows of the concatenated buckets -> input order; None for one bucket)."""
+        features = [_pooled(ids[k], lengths[k], self.embedding, self.layers, self.has_bias,
+                            self.hidden, self.use_max) for k in range(len(ids))]
+        pooled = features[0] if back is None else torch.cat(features).index_select(0, back)
+        pooled = pooled.float()  # (B, H*D); the output layer in float32 whatever the dtype
+        logits = F.linear(pooled, self.out_weight, self.out_bias)  # (B, C)
+        return torch.softmax(logits, dim=1), logits, pooled
+
+    @torch.jit.export
+    def run(self, ids: list[torch.Tensor], lengths: list[torch.Tensor],
+            back: torch.Tensor | None) -> Outputs:
+        """`forward` on copies of the inputs made here, on the caller's thread."""
+        return self.forward([i.clone() for i in ids], [n.clone() for n in lengths],
+                            None if back is None else back.clone())
+
+    @torch.jit.export
+    def launch(self, ids: list[torch.Tensor], lengths: list[torch.Tensor],
+               back: torch.Tensor | None,
+               after: torch.jit.Future[Outputs] | None) -> torch.jit.Future[Outputs]:
+        """`forward` on the inter-op pool, once `after` (if any) has ended."""
+        return torch.jit.fork(self._after, after, [i.clone() for i in ids],
+                              [n.clone() for n in lengths], None if back is None else back.clone())
+
+    def _after(self, after: torch.jit.Future[Outputs] | None, ids: list[torch.Tensor],
+               lengths: list[torch.Tensor], back: torch.Tensor | None) -> Outputs:
+        if after is not None:
+            torch.jit.wait(after)  # only the order: a failed earlier pass fails this one too
+        return self.forward(ids, lengths, back)
+
+
+class ScriptedClassifier:
+    """The scripted pass bound to one model's weights (the LSTM and embedding in their dtype,
+    the output layer float32), compiled when constructed."""
+
+    def __init__(self, model: LSTMClassifier, output: torch.nn.Linear) -> None:
+        lstm = model.lstm
+        directions = (False, True) if lstm.bidirectional else (False,)
+        layers = [[lstm_params(lstm, layer, reverse) for reverse in directions]
+                  for layer in range(lstm.num_layers)]
+        with warnings.catch_warnings():
+            # deprecated in favour of torch.compile / torch.export, which have no way to run a
+            # pass without the GIL from Python, and torch.compile takes tens of seconds (and a
+            # C++ compiler) where scripting takes a fraction of one
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+            self.module = torch.jit.script(_Owned(lstm.bias, lstm.hidden_size,
+                                                  model.config.pooling == "max"))
+        with torch.no_grad():
+            self.module.own(layers, model.embedding.weight, output.weight, output.bias)
+
+    @staticmethod
+    def supports(model: LSTMClassifier) -> bool:
+        return (model.config.pooling in ("max", "mean") and model.embedding.weight.device.type == "cpu"
+                and torch.backends.mkldnn.is_available() and bool(torch.backends.mkldnn.enabled))
+
+    def run(self, ids: list[torch.Tensor], lengths: list[torch.Tensor],
+            back: torch.Tensor | None) -> Outputs:
+        return self.module.run(ids, lengths, back)
+
+    def launch(self, ids: list[torch.Tensor], lengths: list[torch.Tensor],
+               back: torch.Tensor | None, after: torch.futures.Future | None = None,
+               ) -> torch.futures.Future:
+        return self.module.launch(ids, lengths, back, after)

@@ -1,0 +1,105 @@
+"""model/scripted.py: the TorchScript pass gives the model's own answers, on the calling thread
+and launched on torch's inter-op threads, and works on weights of its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.network import LSTMClassifier, ModelConfig
+from model.scripted import ScriptedClassifier, scripted_fits
+from model.tokenizer import pad
+
+ENCODED = [[5, 6, 7, 8], [3, 4, 5, 6, 7, 8, 9], [9, 2, 11, 4, 4, 3], [12, 13, 14, 15, 16, 17, 18]]
+
+
+def make(pooling="max", bidirectional=True, layers=1, seed=0) -> LSTMClassifier:
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=20, num_classes=3, embedding_dim=5, hidden_size=4,
+                         num_layers=layers, bidirectional=bidirectional, dropout=0.1,
+                         pooling=pooling)
+    return LSTMClassifier(config).eval()
+
+
+def model_outputs(model: LSTMClassifier, encoded: list[list[int]]) -> tuple[torch.Tensor, ...]:
+    ids, lengths = pad(encoded)
+    with torch.inference_mode():
+        features = model.features(ids, lengths)
+        logits = model.classifier(features)
+    return torch.softmax(logits, dim=1), logits, features
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_pass_gives_the_models_answer(pooling, bidirectional, layers):
+    model = make(pooling, bidirectional, layers)
+    scripted = ScriptedClassifier(model, model.classifier)
+    ids, lengths = pad(ENCODED)
+    with torch.inference_mode():
+        got = scripted.run([ids], [lengths], None)
+    for have, want in zip(got, model_outputs(model, ENCODED), strict=True):
+        torch.testing.assert_close(have, want, atol=1e-6, rtol=0)
+    assert got[0].sum(1).sub(1).abs().max() < 1e-6
+
+
+def test_buckets_come_back_in_input_order():
+    model = make()
+    scripted = ScriptedClassifier(model, model.classifier)
+    order = [1, 3, 0, 2]  # the buckets hold rows 1, 3 and 0, 2 of ENCODED
+    first, second = pad([ENCODED[i] for i in order[:2]]), pad([ENCODED[i] for i in order[2:]])
+    back = torch.tensor(order).argsort()
+    with torch.inference_mode():
+        probabilities, logits, features = scripted.run([first[0], second[0]],
+                                                       [first[1], second[1]], back)
+    for i, text in enumerate(ENCODED):
+        alone = model_outputs(model, [text])
+        torch.testing.assert_close(logits[i : i + 1], alone[1], atol=1e-6, rtol=0)
+        torch.testing.assert_close(features[i : i + 1], alone[2], atol=1e-6, rtol=0)
+
+
+def test_a_launched_pass_gives_the_same_answer_and_one_after_it_too():
+    model = make()
+    scripted = ScriptedClassifier(model, model.classifier)
+    ids, lengths = pad(ENCODED)
+    with torch.inference_mode():
+        want = scripted.run([ids], [lengths], None)
+        first = scripted.launch([ids], [lengths], None)
+        second = scripted.launch([ids[:2]], [lengths[:2]], None, after=first)
+        got_second, got_first = second.wait(), first.wait()
+    assert first.done() and second.done()
+    for have, expected in zip(got_first, want, strict=True):
+        assert torch.equal(have, expected)
+    assert torch.equal(got_second[1], want[1][:2])
+
+
+def test_low_precision_runs_in_that_dtype_with_a_float32_output_layer():
+    model = make()
+    low = ScriptedClassifier(LSTMClassifier(model.config).eval().to(torch.bfloat16), model.classifier)
+    ids, lengths = pad(ENCODED)
+    with torch.inference_mode():
+        probabilities, logits, features = low.run([ids], [lengths], None)
+    assert probabilities.dtype == logits.dtype == features.dtype == torch.float32
+    assert low.module.embedding.dtype == torch.bfloat16
+
+
+def test_the_weights_are_copies_of_its_own():
+    """Tensors Python has seen take the GIL when TorchScript drops a reference to them."""
+    model = make()
+    scripted = ScriptedClassifier(model, model.classifier)
+    module = scripted.module
+    assert module.embedding.data_ptr() != model.embedding.weight.data_ptr()
+    assert torch.equal(module.embedding, model.embedding.weight)
+    ours = [w for layer in module.layers for direction in layer for w in direction]
+    assert len(ours) == 8  # two directions of weight_ih, weight_hh, bias_ih, bias_hh
+    assert not {w.data_ptr() for w in ours} & {p.data_ptr() for p in model.lstm.parameters()}
+
+
+def test_which_models_and_batches_it_serves():
+    assert ScriptedClassifier.supports(make("max")) and ScriptedClassifier.supports(make("mean"))
+    assert not ScriptedClassifier.supports(make("last"))
+    ids, lengths = pad([[1] * 10, [1] * 10])
+    assert scripted_fits(lengths, ids.shape[1])
+    ids, lengths = pad([[1] * 10, [1] * 2])  # 12 of 20 padded steps are tokens
+    assert not scripted_fits(lengths, ids.shape[1])
+    assert not scripted_fits(torch.zeros(0, dtype=torch.long), 1)
