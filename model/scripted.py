@@ -73,10 +73,11 @@ def _pooled(ids: torch.Tensor, lengths: torch.Tensor, embedding: torch.Tensor,
     return torch.cat(pooled, dim=1)
 
 
-def scripted_fits(lengths: torch.Tensor, steps: int) -> bool:
-    """Whether the scripted pass serves a padded bucket: texts, and little padding (the model's
-    own rule for its unpacked path, model.network.UNPACKED_MIN_FILL)."""
-    return len(lengths) > 0 and int(lengths.sum()) >= UNPACKED_MIN_FILL * len(lengths) * steps
+def scripted_fits(lengths: list[int]) -> bool:
+    """Whether the scripted pass serves a bucket of texts of these lengths (>= 1) once padded:
+    texts, and little padding (the model's own rule for its unpacked path,
+    model.network.UNPACKED_MIN_FILL)."""
+    return bool(lengths) and sum(lengths) >= UNPACKED_MIN_FILL * len(lengths) * max(lengths)
 
 
 class _Owned(torch.nn.Module):

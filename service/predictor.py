@@ -104,9 +104,12 @@ class Predictor:
         if len(ranges) > 1:
             back = torch.tensor(order).argsort().to(self.device)  # sorted rows -> input order
             encoded = [encoded[i] for i in order]
-        padded = [pad(encoded[a:b]) for a, b in ranges]  # (b, T), (b,) each
+        buckets = [encoded[a:b] for a, b in ranges]
         scripted = self.scripted is not None and all(
-            scripted_fits(lengths, ids.shape[1]) for ids, lengths in padded)
+            scripted_fits([len(ids) or 1 for ids in bucket]) for bucket in buckets)
+        padded = [pad(bucket) for bucket in buckets]  # (b, T), (b,) each
+        if self.device.type == "cpu":  # (on the CPU `.to` is a no-op, but not a free one)
+            return PaddedBatch([ids for ids, _ in padded], [n for _, n in padded], back, scripted)
         return PaddedBatch([ids.to(self.device) for ids, _ in padded],
                            [lengths.to(self.device) for _, lengths in padded], back, scripted)
 
