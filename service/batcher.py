@@ -110,6 +110,15 @@ class Batcher:
         self.metrics.queued.set(self._queued_texts)
         return batch
 
+    def _next_texts(self) -> list[list[int]]:
+        """The texts `_take_batch` would take now."""
+        texts: list[list[int]] = []
+        for job in self._jobs:
+            if texts and len(texts) + len(job.encoded) > self.max_batch_size:
+                break
+            texts += job.encoded
+        return texts
+
     async def _wait_for_more(self) -> None:
         deadline = time.perf_counter() + self.max_delay_s
         while (self.arriving > 0 and self._queued_texts < self.max_batch_size
@@ -143,11 +152,14 @@ class Batcher:
 
     async def _queue_behind(self, current: Pass) -> Pass | None:
         """While a scripted pass runs, start the next batch as soon as it is full, queued
-        behind it in torch: the model then goes on while the loop answers `current`."""
+        behind it in torch: the model then goes on while the loop answers `current`. Not a
+        batch that Placement puts on the loop ("auto" sends only long passes off it)."""
         if current.scripted is None:
             return None
         while not current.outputs.done():
             if self._queued_texts >= self.max_batch_size:
+                if self.placement.inline(self._next_texts()):
+                    return None
                 return self._start(self._take_batch(), after=current)
             self._full = asyncio.get_running_loop().create_future()
             either: list[asyncio.Future[Any]] = [current.outputs, self._full]

@@ -82,3 +82,37 @@ async def test_a_batch_that_fills_during_a_scripted_pass_is_queued_behind_it(toy
     assert [r.batch_size for r in results] == [1, 4, 4, 4, 4]
     # the second batch's wait behind the first counts as queueing, not as inference
     assert results[1].queue_seconds >= 0.1 > results[1].inference_seconds
+
+
+@pytest.mark.anyio
+async def test_in_auto_mode_a_batch_for_the_loop_is_not_queued_behind(toy_artifact):
+    """"auto" sends only long passes off the loop: a short batch that fills meanwhile waits and
+    then runs on the loop, as it would have anyway."""
+    predictor = Predictor(toy_artifact, torch.device("cpu"))
+    held = torch.futures.Future()
+    afters: list[object] = []
+    held_batch, where = [], []
+    compute = predictor.compute
+
+    def launching(batch, after=None):
+        afters.append(after)
+        held_batch.append(batch)
+        return held
+
+    predictor.launch = launching  # type: ignore[method-assign]
+    predictor.compute = lambda batch: where.append(threading.current_thread().name) or compute(batch)  # type: ignore[method-assign]
+    batcher = batcher_for(predictor, "auto", max_batch_size=4)
+    batcher.start()
+    batcher.placement.seconds_per_token = INLINE_BUDGET_S / 1000  # 1,000 padded tokens inline
+    try:
+        long = asyncio.create_task(batcher.submit([[5] * 200] * 8))  # 1,600: off the loop
+        while not afters:
+            await asyncio.sleep(0)
+        short = [asyncio.create_task(batcher.submit([[3, 4, 5]])) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        assert afters == [None] and where == []  # not queued behind the long pass
+        held.set_result(compute(held_batch[0]))
+        await asyncio.wait_for(asyncio.gather(long, *short), 5)
+    finally:
+        await batcher.close(5)
+    assert where == [threading.current_thread().name]  # then on the loop, all four together
