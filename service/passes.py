@@ -32,19 +32,30 @@ if TYPE_CHECKING:
 INLINE_BUDGET_S = 0.010
 
 
+# In "overlap" placement a batch of at least this many texts goes off the loop: the hand-off
+# costs ~0.25 ms of latency, which pays only when the loop has other requests to serve meanwhile,
+# and concurrent requests are what make batches bigger than a few texts.
+OVERLAP_MIN_TEXTS = 8
+
+
 class Placement:
-    """Where forward passes run: "thread", "loop", or "auto": on the loop when the batch's padded
-    size (texts x longest) times the measured seconds per padded token fits INLINE_BUDGET_S,
-    else on the thread. Until a first pass is measured, the thread."""
+    """Where forward passes run: "thread" (off the loop), "loop", "auto" or "overlap".
+
+    "auto": on the loop when the batch's padded size (texts x longest) times the measured
+    seconds per padded token fits INLINE_BUDGET_S, else off it; until a first pass is measured,
+    off it. "overlap" (a CPU scripted pass with a core to spare, see service.state): as "auto",
+    and batches of OVERLAP_MIN_TEXTS or more off the loop too."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.seconds_per_token: float | None = None  # running average over recent passes
 
     def inline(self, encoded: list[list[int]]) -> bool:
-        if self.mode != "auto":
+        if self.mode in ("thread", "loop"):
             return self.mode == "loop"
         if self.seconds_per_token is None:
+            return False
+        if self.mode == "overlap" and len(encoded) >= OVERLAP_MIN_TEXTS:
             return False
         return _padded_tokens(encoded) * self.seconds_per_token <= INLINE_BUDGET_S
 

@@ -47,12 +47,15 @@ def test_model_runs_on_the_gpu(settings_factory, registry):
         assert client.post("/predict", json={"inputs": "goal"}).status_code == 200
 
 
-@pytest.mark.parametrize(("setting", "device", "expected"), [
-    (None, "cpu", "auto"), (None, "cuda", "thread"), (None, "cuda:1", "thread"),
-    (True, "cpu", "thread"), (False, "cuda", "loop")])
-def test_forward_passes_run_on_a_thread_for_gpus_unless_configured(setting, device, expected):
+@pytest.mark.parametrize(("setting", "device", "scripted", "workers", "expected"), [
+    (None, "cpu", False, 1, "auto"), (None, "cuda", False, 1, "thread"),
+    (None, "cuda:1", False, 1, "thread"), (True, "cpu", True, 2, "thread"),
+    (False, "cuda", False, 1, "loop"), (False, "cpu", True, 1, "loop"),
+    (None, "cpu", True, 1, "overlap"),  # 2 cores, 1 worker: one to spare
+    (None, "cpu", True, 2, "auto")])  # 2 cores, 2 workers: none
+def test_where_forward_passes_run(setting, device, scripted, workers, expected):
     from service.config import Settings
     from service.state import forward_placement
 
-    settings = Settings(model_dir="unused", inference_thread=setting)
-    assert forward_placement(settings, torch.device(device)) == expected
+    settings = Settings(model_dir="unused", inference_thread=setting, workers=workers)
+    assert forward_placement(settings, torch.device(device), scripted, cores=2) == expected

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from service.passes import INLINE_BUDGET_S, Placement, start_pass
+from service.passes import INLINE_BUDGET_S, OVERLAP_MIN_TEXTS, Placement, start_pass
 from service.predictor import Predictor
 
 SHORT = [[5] * 10] * 4  # 40 padded tokens
@@ -25,6 +25,14 @@ def test_auto_starts_on_the_thread_then_follows_the_measured_cost():
     assert placement.inline(SHORT) and not placement.inline(LONG)
     placement.observe(LONG, 6400 * per_token * 10)  # passes got slower: the average follows
     assert placement.seconds_per_token == pytest.approx(per_token * (0.8 + 0.2 * 10))
+
+
+def test_overlap_also_sends_many_texts_off_the_loop():
+    placement = Placement("overlap")
+    assert not placement.inline(SHORT)  # nothing measured yet
+    placement.observe(SHORT, 1e-9)  # cheap: everything fits the budget
+    few, many = [[5] * 10] * (OVERLAP_MIN_TEXTS - 1), [[5] * 10] * OVERLAP_MIN_TEXTS
+    assert placement.inline(few) and not placement.inline(many)
 
 
 @pytest.mark.parametrize(("mode", "short", "long"), [("thread", False, False),
