@@ -88,13 +88,13 @@ async def test_concurrent_requests_share_a_forward_pass(settings_factory, regist
 
 @pytest.mark.anyio
 async def test_inline_forward_passes_also_share_batches(settings_factory, registry):
-    """On the CPU the forward pass runs on the event loop (no inference thread): requests that
-    arrive together still form one batch, and each gets its own rows back."""
-    app = create_app(settings_factory(max_batch_delay_ms=50), registry)
+    """With forward passes on the event loop (no inference thread) requests that arrive
+    together still form one batch, and each gets its own rows back."""
+    app = create_app(settings_factory(max_batch_delay_ms=50, inference_thread=False), registry)
     transport = httpx.ASGITransport(app=app)
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=transport, base_url="http://t") as http):
-        assert app.state.textclf.serving.batcher.placement.mode == "auto"  # the CPU default
+        assert app.state.textclf.serving.batcher.placement.mode == "loop"
         texts = [f"goal {i}" if i % 2 else f"market shares {i}" for i in range(12)]
         replies = await asyncio.gather(*(http.post("/predict", json={"inputs": t}) for t in texts))
         alone = [(await http.post("/predict", json={"inputs": t})).json() for t in texts]
