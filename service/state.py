@@ -70,7 +70,8 @@ def forward_placement(settings: Settings, device: torch.device, scripted: bool =
         return "thread" if settings.inference_thread else "loop"
     if device.type != "cpu":
         return "thread"
-    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    if cores is None:  # sched_getaffinity: Linux; it honours taskset and cpusets
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return "overlap" if scripted and cores > settings.workers else "auto"
 
 

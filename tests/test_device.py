@@ -59,3 +59,14 @@ def test_where_forward_passes_run(setting, device, scripted, workers, expected):
 
     settings = Settings(model_dir="unused", inference_thread=setting, workers=workers)
     assert forward_placement(settings, torch.device(device), scripted, cores=2) == expected
+
+
+def test_the_spare_core_count_comes_from_the_cpus_the_process_may_use(monkeypatch):
+    from service.config import Settings
+    from service.state import forward_placement
+
+    settings = Settings(model_dir="unused", workers=2)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    assert forward_placement(settings, torch.device("cpu"), scripted=True) == "overlap"
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert forward_placement(settings, torch.device("cpu"), scripted=True) == "auto"
