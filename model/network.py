@@ -1,6 +1,6 @@
 """The LSTM text classifier: embedding -> LSTM (packed) -> pooling over time -> dropout -> linear.
 
-Inference on the CPU skips the packing when there is little padding (see `_run_unpacked`):
+Inference on the CPU skips the packing when there is little padding (see `run_unpacked`):
 same results up to float rounding, about 1.5x faster.
 
 Shapes: B batch, T time steps (tokens), E embedding dim, H hidden size, D directions (1 or 2),
@@ -88,7 +88,7 @@ class LSTMClassifier(nn.Module):
         return states, h_n
 
     def _unpacked_is_faster(self, x: torch.Tensor, lengths: torch.Tensor) -> bool:
-        """Inference on the CPU with oneDNN, with little padding: see `_run_unpacked`."""
+        """Inference on the CPU with oneDNN, with little padding: see `run_unpacked`."""
         if self.training or torch.is_grad_enabled() or x.device.type != "cpu" or 0 in x.shape[:2]:
             return False
         if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
@@ -137,9 +137,9 @@ def _reversed_rows(lengths: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """(T, B, F) -> those rows of its (T*B, F) view, same shape (index_select: ~5x faster than
+    """(T, B, F) -> those rows of its (T*B, F) view, (-1, B, F) (index_select: ~5x faster than
     the equivalent gather)."""
-    return x.reshape(-1, x.shape[2]).index_select(0, rows).view(-1, *x.shape[1:])
+    return x.reshape(-1, x.shape[2]).index_select(0, rows).view(-1, x.shape[1], x.shape[2])
 
 
 def lstm_params(lstm: nn.LSTM, layer: int, reverse: bool) -> list[torch.Tensor]:
@@ -151,34 +151,66 @@ def lstm_params(lstm: nn.LSTM, layer: int, reverse: bool) -> list[torch.Tensor]:
     return params
 
 
-def _direction(lstm: nn.LSTM, x: torch.Tensor, layer: int, reverse: bool) -> torch.Tensor:
+def unpacked_layers(lstm: nn.LSTM) -> list[list[list[torch.Tensor]]]:
+    """`lstm_params` of every layer ([layer][direction], forward first), as the unpacked path
+    takes them."""
+    directions = (False, True) if lstm.bidirectional else (False,)
+    return [[lstm_params(lstm, layer, reverse) for reverse in directions]
+            for layer in range(lstm.num_layers)]
+
+
+def _direction(params: list[torch.Tensor], has_bias: bool, hidden: int,
+               x: torch.Tensor) -> torch.Tensor:
     """One direction of one layer over padded (T, B, in) input, from zero state -> (T, B, H)."""
-    params = lstm_params(lstm, layer, reverse)
-    zeros = x.new_zeros(1, x.shape[1], lstm.hidden_size)
-    return torch.lstm(x, (zeros, zeros), params, lstm.bias, 1, 0.0, False, False, False)[0]
+    zeros = x.new_zeros(1, x.shape[1], hidden)
+    return torch.lstm(x, [zeros, zeros], params, has_bias, 1, 0.0, False, False, False)[0]
 
 
-def _run_unpacked(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor,
-                  want_h_n: bool) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
+def run_unpacked(layers: list[list[list[torch.Tensor]]], has_bias: bool, hidden: int,
+                 x: torch.Tensor, lengths: torch.Tensor, want_h_n: bool,
+                 ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
     """x (T, B, E) -> the last layer's outputs per direction, the backward one still reversed
-    within each length; h_n (layers*D, B, H) if `want_h_n`; the reversing rows.
+    within each length; h_n (layers*D, B, H) if `want_h_n`; the reversing rows. `layers` as
+    `unpacked_layers` gives them. TorchScript compiles it too (model.scripted).
 
     Forward states at t < length never see the padding that follows. The backward direction
     runs forward over each text reversed within its length (padding stays at the end); its
     state after the text's first token is the one at step length - 1."""
-    steps, batch = x.shape[:2]
+    steps, batch = x.shape[0], x.shape[1]
     reverse = _reversed_rows(lengths, steps).to(x.device)
-    last = ((lengths.cpu() - 1) * batch + torch.arange(batch)).to(x.device) if want_h_n else None
-    finals, outputs = [], [x]
-    for layer in range(lstm.num_layers):
-        if layer:  # the next layer reads both directions in text order
+    last: torch.Tensor | None = None
+    if want_h_n:
+        last = ((lengths.cpu() - 1) * batch + torch.arange(batch)).to(x.device)
+    finals: list[torch.Tensor] = []
+    outputs = [x]
+    for layer, directions in enumerate(layers):
+        if layer > 0:  # the next layer reads both directions in text order
             x = torch.cat([outputs[0], _rows(outputs[1], reverse)], dim=2) if len(outputs) > 1 else outputs[0]
-        outputs = [_direction(lstm, x, layer, False)]
-        if lstm.bidirectional:
-            outputs.append(_direction(lstm, _rows(x, reverse), layer, True))
+        outputs = [_direction(directions[0], has_bias, hidden, x)]
+        if len(directions) > 1:
+            outputs.append(_direction(directions[1], has_bias, hidden, _rows(x, reverse)))
         if last is not None:
             finals += [_rows(out, last)[0] for out in outputs]
-    return outputs, torch.stack(finals) if finals else None, reverse
+    return outputs, torch.stack(finals) if len(finals) > 0 else None, reverse
+
+
+def pool_unpacked(outputs: list[torch.Tensor], lengths: torch.Tensor, use_max: bool,
+                  padded: bool = True) -> torch.Tensor:
+    """Max or mean pooling of `run_unpacked`'s outputs (T, B, H) per direction -> (B, H*D).
+    Neither cares about the order of the steps, so the backward states are pooled as they
+    come, never reversed back; the padded steps are overwritten in place (the same rows both
+    ways). `padded` False: no text is shorter than T, nothing to overwrite."""
+    padding = torch.zeros(0, dtype=torch.long)
+    if padded:
+        past_end = torch.arange(outputs[0].shape[0])[:, None] >= lengths.cpu()[None, :]  # (T, B)
+        padding = past_end.reshape(-1).nonzero().squeeze(1).to(outputs[0].device)
+    pooled: list[torch.Tensor] = []
+    for out in outputs:  # contiguous when padded, ours to overwrite
+        if padded:
+            out.view(-1, out.shape[2]).index_fill_(0, padding, float("-inf") if use_max else 0.0)
+        pooled.append(out.amax(dim=0) if use_max
+                      else out.sum(dim=0) / lengths.to(out.device, out.dtype)[:, None])
+    return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]
 
 
 def _encode_unpacked(lstm: nn.LSTM, x: torch.Tensor,
@@ -188,7 +220,8 @@ def _encode_unpacked(lstm: nn.LSTM, x: torch.Tensor,
     if int(lengths.min()) == steps:  # no padding at all (always so for one text): one call
         states, (h_n, _) = lstm(x)
         return states, h_n
-    outputs, h_n, reverse = _run_unpacked(lstm, x.transpose(0, 1).contiguous(), lengths, True)
+    outputs, h_n, reverse = run_unpacked(unpacked_layers(lstm), lstm.bias, lstm.hidden_size,
+                                         x.transpose(0, 1).contiguous(), lengths, True)
     assert h_n is not None
     if len(outputs) > 1:
         outputs[1] = _rows(outputs[1], reverse)
@@ -199,20 +232,9 @@ def _encode_unpacked(lstm: nn.LSTM, x: torch.Tensor,
 
 def _pooled_unpacked(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor,
                      use_max: bool) -> torch.Tensor:
-    """Max or mean pooling of the unpacked last layer, per direction: neither cares about the
-    order of the steps, so the backward states are pooled as they come, never reversed back or
-    concatenated, and the padded steps are overwritten in place (the same rows both ways)."""
-    steps = x.shape[1]
-    if int(lengths.min()) == steps:
-        outputs, padding = [lstm(x)[0].transpose(0, 1)], None  # batch-first view of (T, B, F)
-    else:
-        outputs, _, _ = _run_unpacked(lstm, x.transpose(0, 1).contiguous(), lengths, False)
-        padded = torch.arange(steps)[:, None] >= lengths.cpu()[None, :]  # (T, B)
-        padding = padded.reshape(-1).nonzero().squeeze(1).to(x.device)
-    pooled = []
-    for out in outputs:  # (T, B, H), contiguous, ours to overwrite
-        if padding is not None:
-            out.view(-1, out.shape[2]).index_fill_(0, padding, float("-inf") if use_max else 0.0)
-        pooled.append(out.amax(dim=0) if use_max
-                      else out.sum(dim=0) / lengths.to(out.device, out.dtype)[:, None])
-    return torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0]
+    """Max or mean pooling of the unpacked last layer (see `pool_unpacked`)."""
+    if int(lengths.min()) == x.shape[1]:  # no padding at all (always so for one text): one call
+        return pool_unpacked([lstm(x)[0].transpose(0, 1)], lengths, use_max, padded=False)
+    outputs, _, _ = run_unpacked(unpacked_layers(lstm), lstm.bias, lstm.hidden_size,
+                                 x.transpose(0, 1).contiguous(), lengths, False)
+    return pool_unpacked(outputs, lengths, use_max)

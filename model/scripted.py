@@ -11,10 +11,10 @@ copies of the weights, made in TorchScript, and copies each pass's inputs on the
 Future at once; a pass launched `after` another starts when that one ends, without waiting for
 the caller.
 
-The computation is the model's own unpacked path (model.network: `_run_unpacked`,
-`_pooled_unpacked`): both directions over time-major input, the backward one on each text
-reversed within its length, padded steps overwritten before max or mean pooling; then the
-output layer and softmax in float32, as service.predictor does. Same results
+The computation is the model's own unpacked path, the same functions compiled
+(model.network: `run_unpacked`, `pool_unpacked`): both directions over time-major input, the
+backward one on each text reversed within its length, padded steps overwritten before max or
+mean pooling; then the output layer and softmax in float32, as service.predictor does. Same results
 (tests/test_scripted.py). Only for max / mean pooling with little padding (`scripted_fits`);
 `last` pooling, the packed path and other devices stay in Python.
 
@@ -29,48 +29,25 @@ from typing import cast
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
-from model.network import UNPACKED_MIN_FILL, LSTMClassifier, lstm_params
+from model.network import (
+    UNPACKED_MIN_FILL,
+    LSTMClassifier,
+    pool_unpacked,
+    run_unpacked,
+    unpacked_layers,
+)
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # probabilities, logits (B, C), features
-
-
-def _reversed_rows(lengths: torch.Tensor, steps: int) -> torch.Tensor:
-    """As model.network._reversed_rows (that one moves to the CPU, which TorchScript refuses)."""
-    t = torch.arange(steps)[:, None]
-    within = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
-    return (within * lengths.shape[0] + torch.arange(lengths.shape[0])).reshape(-1)
-
-
-def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, x.shape[2]).index_select(0, rows).view(x.shape)
 
 
 def _pooled(ids: torch.Tensor, lengths: torch.Tensor, embedding: torch.Tensor,
             layers: list[list[list[torch.Tensor]]], has_bias: bool, hidden: int,
             use_max: bool) -> torch.Tensor:
-    """ids (B, T), lengths (B,) >= 1 -> pooled features (B, H*D) in the weights' dtype.
-    `layers[l][d]` are layer l's weights for direction d (0 forward, 1 backward)."""
-    steps, batch = ids.shape[1], ids.shape[0]
+    """ids (B, T), lengths (B,) >= 1 -> pooled features (B, H*D) in the weights' dtype: the
+    model's own unpacked path (model.network.run_unpacked, pool_unpacked), compiled."""
     x = F.embedding(ids.t(), embedding)  # (T, B, E), time-major as the LSTM kernel works
-    reverse = _reversed_rows(lengths, steps)
-    zeros = torch.zeros(1, batch, hidden, dtype=embedding.dtype)
-    outputs = [x]
-    for layer, directions in enumerate(layers):
-        if layer > 0:  # the next layer reads both directions in text order
-            x = outputs[0] if len(outputs) == 1 else torch.cat(
-                [outputs[0], _rows(outputs[1], reverse)], dim=2)
-        outputs = [torch.lstm(x, [zeros, zeros], directions[0], has_bias, 1, 0.0, False, False,
-                              False)[0]]  # (T, B, H)
-        if len(directions) > 1:
-            outputs.append(torch.lstm(_rows(x, reverse), [zeros, zeros], directions[1], has_bias,
-                                      1, 0.0, False, False, False)[0])
-    padding = (torch.arange(steps)[:, None] >= lengths[None, :]).reshape(-1).nonzero().squeeze(1)
-    pooled: list[torch.Tensor] = []
-    for out in outputs:  # (T, B, H); pooling ignores the order of the steps
-        out.view(-1, out.shape[2]).index_fill_(0, padding, float("-inf") if use_max else 0.0)
-        pooled.append(out.amax(dim=0) if use_max
-                      else out.sum(dim=0) / lengths.to(out.dtype)[:, None])
-    return torch.cat(pooled, dim=1)
+    outputs, _, _ = run_unpacked(layers, has_bias, hidden, x, lengths, False)
+    return pool_unpacked(outputs, lengths, use_max)
 
 
 def scripted_fits(lengths: list[int]) -> bool:
@@ -137,9 +114,6 @@ class ScriptedClassifier:
 
     def __init__(self, model: LSTMClassifier, output: torch.nn.Linear) -> None:
         lstm = model.lstm
-        directions = (False, True) if lstm.bidirectional else (False,)
-        layers = [[lstm_params(lstm, layer, reverse) for reverse in directions]
-                  for layer in range(lstm.num_layers)]
         with warnings.catch_warnings():
             # deprecated in favour of torch.compile / torch.export, which have no way to run a
             # pass without the GIL from Python, and torch.compile takes tens of seconds (and a
@@ -148,7 +122,8 @@ class ScriptedClassifier:
             self.module = torch.jit.script(_Owned(lstm.bias, lstm.hidden_size,
                                                   model.config.pooling == "max"))
         with torch.no_grad():
-            self.module.own(layers, model.embedding.weight, output.weight, output.bias)
+            self.module.own(unpacked_layers(lstm), model.embedding.weight, output.weight,
+                            output.bias)
 
     @staticmethod
     def supports(model: LSTMClassifier) -> bool:
