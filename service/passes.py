@@ -90,10 +90,10 @@ def start_pass(predictor: Predictor, placement: Placement, executor: Executor | 
     outputs: asyncio.Future[Outputs] = loop.create_future()
     scripted = None
     try:
+        batch = predictor.pad_batch(encoded)
         if after is None and placement.inline(encoded):  # always so in "loop" mode
-            outputs.set_result(predictor.compute(predictor.pad_batch(encoded)))
+            outputs.set_result(predictor.compute(batch))
         else:
-            batch = predictor.pad_batch(encoded)
             scripted = predictor.launch(batch, after.scripted if after is not None else None)
             if scripted is None:
                 assert executor is not None, "a pass that cannot run inline needs the thread"

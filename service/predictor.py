@@ -108,10 +108,10 @@ class Predictor:
         scripted = self.scripted is not None and all(
             scripted_fits([len(ids) or 1 for ids in bucket]) for bucket in buckets)
         padded = [pad(bucket) for bucket in buckets]  # (b, T), (b,) each
-        if self.device.type == "cpu":  # (on the CPU `.to` is a no-op, but not a free one)
-            return PaddedBatch([ids for ids, _ in padded], [n for _, n in padded], back, scripted)
-        return PaddedBatch([ids.to(self.device) for ids, _ in padded],
-                           [lengths.to(self.device) for _, lengths in padded], back, scripted)
+        ids, lengths = [i for i, _ in padded], [n for _, n in padded]
+        if self.device.type != "cpu":  # (on the CPU `.to` is a no-op, but not a free one)
+            ids, lengths = [i.to(self.device) for i in ids], [n.to(self.device) for n in lengths]
+        return PaddedBatch(ids, lengths, back, scripted)
 
     @torch.inference_mode()
     def compute(self, batch: PaddedBatch) -> Outputs:
