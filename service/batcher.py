@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import torch
@@ -99,25 +100,25 @@ class Batcher:
         finally:
             self.arriving -= 1
 
+    def _next_batch_jobs(self) -> int:
+        """How many queued jobs the next batch takes: whole jobs up to `max_batch_size` texts,
+        and at least one (a job is never split)."""
+        jobs = texts = 0
+        for job in self._jobs:
+            if jobs and texts + len(job.encoded) > self.max_batch_size:
+                break
+            jobs, texts = jobs + 1, texts + len(job.encoded)
+        return jobs
+
     def _take_batch(self) -> list[Job]:
-        batch: list[Job] = []
-        texts = 0
-        while self._jobs and (not batch or texts + len(self._jobs[0].encoded) <= self.max_batch_size):
-            job = self._jobs.popleft()
-            batch.append(job)
-            texts += len(job.encoded)
-        self._queued_texts -= texts
+        batch = [self._jobs.popleft() for _ in range(self._next_batch_jobs())]
+        self._queued_texts -= sum(len(job.encoded) for job in batch)
         self.metrics.queued.set(self._queued_texts)
         return batch
 
     def _next_texts(self) -> list[list[int]]:
         """The texts `_take_batch` would take now."""
-        texts: list[list[int]] = []
-        for job in self._jobs:
-            if texts and len(texts) + len(job.encoded) > self.max_batch_size:
-                break
-            texts += job.encoded
-        return texts
+        return [e for job in islice(self._jobs, self._next_batch_jobs()) for e in job.encoded]
 
     async def _wait_for_more(self) -> None:
         deadline = time.perf_counter() + self.max_delay_s
