@@ -161,8 +161,14 @@ def unpacked_layers(lstm: nn.LSTM) -> list[list[list[torch.Tensor]]]:
 
 def _direction(params: list[torch.Tensor], has_bias: bool, hidden: int,
                x: torch.Tensor) -> torch.Tensor:
-    """One direction of one layer over padded (T, B, in) input, from zero state -> (T, B, H)."""
+    """One direction of one layer over padded (T, B, in) input, from zero state -> (T, B, H).
+    Weights in oneDNN's layout (model.scripted packs them; biases then always given) go to the
+    kernel itself, which otherwise reorders them on every call."""
     zeros = x.new_zeros(1, x.shape[1], hidden)
+    if params[0].is_mkldnn:  # mode 2: LSTM; returns (output, h_n, c_n, workspace)
+        return torch.ops.aten.mkldnn_rnn_layer(x, params[0], params[1], params[2], params[3],
+                                               zeros[0], zeros[0], False, [x.shape[0]], 2, hidden,
+                                               1, True, False, False, False)[0]
     return torch.lstm(x, [zeros, zeros], params, has_bias, 1, 0.0, False, False, False)[0]
 
 

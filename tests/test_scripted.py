@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.network import LSTMClassifier, ModelConfig
-from model.scripted import ScriptedClassifier, scripted_fits
+from model.network import LSTMClassifier, ModelConfig, run_unpacked, unpacked_layers
+from model.scripted import ScriptedClassifier, _packed, scripted_fits
 from model.tokenizer import pad
 
 ENCODED = [[5, 6, 7, 8], [3, 4, 5, 6, 7, 8, 9], [9, 2, 11, 4, 4, 3], [12, 13, 14, 15, 16, 17, 18]]
@@ -90,9 +90,12 @@ def test_the_weights_are_copies_of_its_own():
     module = scripted.module
     assert module.embedding.data_ptr() != model.embedding.weight.data_ptr()
     assert torch.equal(module.embedding, model.embedding.weight)
-    ours = [w for layer in module.layers for direction in layer for w in direction]
-    assert len(ours) == 8  # two directions of weight_ih, weight_hh, bias_ih, bias_hh
-    assert not {w.data_ptr() for w in ours} & {p.data_ptr() for p in model.lstm.parameters()}
+    directions = [direction for layer in module.layers for direction in layer]
+    assert len(directions) == 2 and all(len(d) == 4 for d in directions)  # w_ih, w_hh, 2 biases
+    # the weights in oneDNN's layout (no storage Python could share), the biases copies
+    assert all(w.is_mkldnn for d in directions for w in d[:2])
+    biases = {b.data_ptr() for d in directions for b in d[2:]}
+    assert len(biases) == 4 and not biases & {p.data_ptr() for p in model.lstm.parameters()}
 
 
 def test_which_models_and_batches_it_serves():
@@ -100,3 +103,21 @@ def test_which_models_and_batches_it_serves():
     assert not ScriptedClassifier.supports(make("last"))
     assert scripted_fits([10, 10]) and scripted_fits([10, 4])  # 14 of 20 padded steps are tokens
     assert not scripted_fits([10, 3]) and not scripted_fits([])
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_weights_give_the_plain_kernels_answer(bias, dtype):
+    """run_unpacked over weights in oneDNN's layout (biases added as zeros when the LSTM has
+    none) gives what torch.lstm gives over the plain weights, bit for bit."""
+    torch.manual_seed(1)
+    lstm = torch.nn.LSTM(5, 4, num_layers=2, bidirectional=True, bias=bias).to(dtype)
+    plain = unpacked_layers(lstm)
+    with torch.inference_mode():
+        packed = [[_packed(d, bias, 4) for d in layer] for layer in plain]
+        x = torch.randn(7, 3, 5).to(dtype)
+        lengths = torch.tensor([7, 4, 2])
+        want, _, _ = run_unpacked(plain, bias, 4, x, lengths, False)
+        got, _, _ = run_unpacked(packed, bias, 4, x, lengths, False)
+    assert all(w.is_mkldnn for layer in packed for d in layer for w in d[:2])
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
