@@ -65,6 +65,11 @@ def _split_ascii(text: str) -> list[str]:
     return words
 
 
+def ascii_piece_words(piece: str) -> list[str]:
+    """The words of one whitespace-free piece of ASCII text, as `_split_ascii` splits it."""
+    return [piece] if piece.isalnum() else _ASCII_TOKEN_RE.findall(piece)
+
+
 def split_with_offsets(text: str, lowercase: bool = True) -> list[tuple[str, int, int]]:
     """(token, start, stop) with offsets into the *input* text, before normalisation."""
     if unicodedata.is_normalized("NFKC", text):

@@ -1,6 +1,8 @@
 import torch
 
+from model import tokenizer
 from model.tokenizer import PAD, PAD_ID, UNK, UNK_ID, Vocabulary, pad
+from model.words import split_words
 
 
 def test_ids_are_in_frequency_order_ties_alphabetical():
@@ -71,3 +73,30 @@ def test_save_load_round_trip(tmp_path):
 def test_deterministic():
     corpus = ["z y x", "y x", "x"] * 3
     assert Vocabulary.build(corpus).itos == Vocabulary.build(list(reversed(corpus))).itos
+
+
+ASCII_TEXTS = ["The cat, the DOG; and the_cat's mat!", "a\x1cb\tc\n(d)...e", "cat cat, cat. cat",
+               "  spaced   out  ", "x" * 40 + "!?", "snake_case and CamelCase 42nd"]
+
+
+def test_ascii_texts_encode_as_their_words_whatever_the_piece_cache_holds():
+    """encode's ASCII path looks pieces up in a cache; it must give split_words + lookup, the
+    same again on the next call, and not share a list the caller could change."""
+    for lowercase in (True, False):
+        vocab = Vocabulary.build(ASCII_TEXTS + ["the cat sat"], lowercase=lowercase)
+        for _ in range(2):
+            for text in ASCII_TEXTS:
+                want = [vocab.lookup(w) for w in split_words(text, lowercase)]
+                got = vocab.encode(text)
+                assert got == want
+                got.append(-1)  # the caller's list, not the cache's
+        assert vocab.encode("cat cat") == [vocab.lookup("cat")] * 2
+
+
+def test_the_piece_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(tokenizer, "PIECE_CACHE_SIZE", 4)
+    vocab = Vocabulary.build(["w1 w2 w3"])
+    for i in range(50):
+        assert vocab.encode(f"w{i % 5}, w{i}") == [vocab.lookup(f"w{i % 5}"), vocab.lookup(","),
+                                                   vocab.lookup(f"w{i}")]
+        assert len(vocab._piece_ids) <= 4
