@@ -55,7 +55,8 @@ def split_words(text: str, lowercase: bool = True) -> list[str]:
 
 def _split_ascii(text: str) -> list[str]:
     """_ASCII_TOKEN_RE.findall(text), ~30% faster: str.split() breaks at the same whitespace
-    (\x1c-\x1f included), and most pieces are one plain word that needs no regex."""
+    (\x1c-\x1f included), and most pieces are one plain word that needs no regex. (The rule of
+    `ascii_piece_words`, inlined: a call per piece made this 35 % slower.)"""
     words: list[str] = []
     for piece in text.split():
         if piece.isalnum():
@@ -66,7 +67,8 @@ def _split_ascii(text: str) -> list[str]:
 
 
 def ascii_piece_words(piece: str) -> list[str]:
-    """The words of one whitespace-free piece of ASCII text, as `_split_ascii` splits it."""
+    """The words of one whitespace-free piece of ASCII text, as `_split_ascii` splits it
+    (tests/test_tokenizer.py checks that the two agree)."""
     return [piece] if piece.isalnum() else _ASCII_TOKEN_RE.findall(piece)
 
 

@@ -100,3 +100,5 @@ def test_the_piece_cache_is_bounded(monkeypatch):
         assert vocab.encode(f"w{i % 5}, w{i}") == [vocab.lookup(f"w{i % 5}"), vocab.lookup(","),
                                                    vocab.lookup(f"w{i}")]
         assert len(vocab._piece_ids) <= 4
+    long_piece = "w1" * 100  # longer than PIECE_CACHE_CHARS: looked up, not kept
+    assert vocab.encode(long_piece) == [UNK_ID] and long_piece not in vocab._piece_ids
