@@ -69,7 +69,7 @@ def _packing_works(dtype: torch.dtype) -> bool:
     params = [torch.zeros(8, 1, dtype=dtype), torch.zeros(8, 2, dtype=dtype)]
     try:
         with torch.inference_mode():
-            run_unpacked([[_packed(params, False, 2)]], True, 2, torch.zeros(1, 1, 1, dtype=dtype),
+            run_unpacked([[_packed(params, False, 2)]], False, 2, torch.zeros(1, 1, 1, dtype=dtype),
                          torch.ones(1, dtype=torch.long), False)
     except RuntimeError:
         return False
@@ -89,7 +89,8 @@ class _Owned(torch.nn.Module):
     def __init__(self, has_bias: bool, hidden: int, use_max: bool) -> None:
         super().__init__()
         self.has_bias, self.hidden, self.use_max = has_bias, hidden, use_max
-        # [layer][direction] -> torch.lstm's weights
+        # [layer][direction] -> w_ih, w_hh in oneDNN's layout and two biases (`_packed`), or
+        # copies of torch.lstm's plain weights where packing does not work (`_packing_works`)
         self.layers = cast(list[list[list[torch.Tensor]]],
                            torch.jit.Attribute([], list[list[list[torch.Tensor]]]))
         self.embedding = self.out_weight = self.out_bias = torch.zeros(0)
