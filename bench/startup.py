@@ -39,8 +39,6 @@ def one_round(args: argparse.Namespace, procs: Processes, workdir: Path, script:
     env = {"TEXTCLF_MODEL_DIR": str(args.model_dir), "TEXTCLF_HOST": "127.0.0.1",
            "TEXTCLF_PORT": str(port), "TEXTCLF_WORKERS": str(args.workers),
            "TEXTCLF_LOG_LEVEL": "warning", "TEXTCLF_DEVICE": "cpu"}
-    if args.workers > 1:
-        env["TEXTCLF_MULTIPROC_DIR"] = str(workdir / f"metrics-{port}")
     started = time.perf_counter()
     proc = procs.start([sys.executable, "-m", "service"], env, log=workdir / f"service-{port}.log")
     try:

@@ -72,8 +72,6 @@ class System:
                    "TEXTCLF_PORT": str(port), "TEXTCLF_WORKERS": str(self.workers),
                    "TEXTCLF_DEVICE": "cpu", "TEXTCLF_LOG_LEVEL": "warning",
                    **opts.textclf_env}
-            if self.workers > 1:
-                env["TEXTCLF_MULTIPROC_DIR"] = str(opts.workdir / f"metrics-{port}")
             return Launch(py + ["service"], env, base + "/predict", _get_ok(base + "/health/ready"))
         if self.name in ("naive", "constant", "bare"):
             argv = py + [f"bench.{self.name}_app", "--port", str(port),

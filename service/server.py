@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import tempfile
+from pathlib import Path
 from types import FrameType
 
 import torch
@@ -83,10 +84,24 @@ def serve(settings: Settings, device: torch.device) -> int:
     return 0 if server.started else 1
 
 
+# Workers write their metrics and connection counts (service.balance) all the time. On a
+# disk-backed /tmp (ext4) such a write can wait hundreds of ms for the journal, with the event
+# loop stopped; tmpfs never waits for a disk (gunicorn's advice for its worker heartbeat files
+# is the same: --worker-tmp-dir /dev/shm).
+SHARED_MEMORY = Path("/dev/shm")
+
+
+def memory_dir() -> str | None:
+    """Where the workers' own metrics directory goes: /dev/shm (tmpfs) where it is there and
+    writable, else the system's temporary directory (None)."""
+    return str(SHARED_MEMORY) if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK) else None
+
+
 def _serve_workers(settings: Settings) -> int:
     """N processes; metrics go through prometheus-client's multiprocess files, so a scrape of
     any worker reports the sum over all of them."""
-    directory = settings.multiproc_dir or tempfile.mkdtemp(prefix="textclf-metrics-")
+    directory = settings.multiproc_dir or tempfile.mkdtemp(prefix="textclf-metrics-",
+                                                           dir=memory_dir())
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):  # stale files from an earlier run would add up
         os.remove(os.path.join(directory, name))

@@ -15,6 +15,8 @@ from conftest import build_artifact
 
 from bench.live import LiveService
 from bench.workers import PREDICT, per_worker, scrape, total
+from service import server
+from service.server import memory_dir
 
 
 def send_predicts(port: int, connections: int, per_connection: int) -> list[int]:
@@ -71,15 +73,25 @@ def test_two_workers_report_the_same_totals(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_the_metrics_directory_it_made_is_removed_at_exit(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without TEXTCLF_MULTIPROC_DIR the workers' files go to a temporary directory of their
-    own: it goes away with the service (one was left per start)."""
+    """Without TEXTCLF_MULTIPROC_DIR the workers' files go to a directory of their own, on tmpfs
+    where there is one: it goes away with the service (one was left per start)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    monkeypatch.setenv("TMPDIR", str(scratch))  # where tempfile.mkdtemp puts it
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where tempfile.mkdtemp goes without /dev/shm
+    parent = Path(memory_dir() or scratch)
+    before = set(parent.glob("textclf-metrics-*"))
     live = LiveService(build_artifact(tmp_path / "model"), workers=2, log_level="warning",
                        startup_timeout_s=120)
     with live:
-        made = list(scratch.glob("textclf-metrics-*"))
-        assert len(made) == 1 and any(made[0].glob("counter_*.db"))
+        made = set(parent.glob("textclf-metrics-*")) - before
+        assert len(made) == 1 and any(made.pop().glob("counter_*.db"))
         assert live.stop() == 0
-    assert not list(scratch.glob("textclf-metrics-*"))
+    assert not set(parent.glob("textclf-metrics-*")) - before
+
+
+def test_worker_files_go_to_shared_memory_when_it_is_there(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "SHARED_MEMORY", tmp_path)
+    assert memory_dir() == str(tmp_path)
+    monkeypatch.setattr(server, "SHARED_MEMORY", tmp_path / "missing")
+    assert memory_dir() is None  # tempfile's own choice then
