@@ -19,6 +19,7 @@ each stall in this write). service.server puts the directory on tmpfs by default
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 import threading
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Sized
 from pathlib import Path
 
+log = logging.getLogger("textclf.balance")
 PUBLISH_S = 0.2
 STALE_S = 1.0  # a count not rewritten for this long is a worker that is gone
 PREFIX = "connections-"  # not *.db: prometheus-client's multiprocess files are those
@@ -72,7 +74,9 @@ class ConnectionBalance:
                    loop: asyncio.AbstractEventLoop) -> None:
         if self._stopped or exchange.cancelled():
             return
-        self._set_limit(own, exchange.result())
+        if (error := exchange.exception()) is not None:  # a bug: stop shedding, keep publishing
+            log.error("publishing the connection count failed", exc_info=error)
+        self._set_limit(own, [] if error is not None else exchange.result())
         self._timer = loop.call_later(PUBLISH_S, self.start)
 
     def stop(self) -> None:

@@ -139,6 +139,37 @@ def test_a_slow_filesystem_never_holds_up_the_event_loop(tmp_path: Path,
     assert balance.limit == 32 + 3 and not balance.path.exists()
 
 
+def test_a_failed_publish_stops_shedding_and_the_next_one_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    balance, _ = worker(tmp_path, 1, 60)
+    other, _ = worker(tmp_path, 2, 4)
+    other.publish()
+    balance.publish()
+    assert balance.limit is not None
+    failures = [ValueError("a bug")]
+    real_others = balance._others
+
+    def others_once_failing() -> list[int]:
+        if failures:
+            raise failures.pop()
+        return real_others()
+
+    monkeypatch.setattr(balance, "_others", others_once_failing)
+
+    async def run() -> None:
+        balance.start()
+        while failures:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert balance.limit is None  # after the failure: no shedding on a guess
+        balance.attach(range(61))
+        assert await published(balance, 61)  # publishing went on
+        balance.stop()
+
+    asyncio.run(run())
+    assert "publishing the connection count failed" in caplog.text
+
+
 def test_nothing_is_written_after_stop(tmp_path: Path) -> None:
     balance, _ = worker(tmp_path, 1, 3)
     balance.stop()
