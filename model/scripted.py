@@ -62,6 +62,12 @@ def _packed(params: list[torch.Tensor], has_bias: bool, hidden: int) -> list[tor
     return [weights[0], weights[1]] + biases
 
 
+def _reorder_op_exists(namespace: object = torch.ops.mkldnn) -> bool:
+    """Whether this torch has the private op `_packed` calls (torch 2.13 has; a later release
+    may drop it, and `_Owned` would then fail to compile: the pass stays in Python instead)."""
+    return hasattr(namespace, "_reorder_mkldnn_rnn_layer_weight")
+
+
 @functools.cache
 def _packing_works(dtype: torch.dtype) -> bool:
     """Whether oneDNN runs the LSTM on packed weights of this dtype here (float16 has no
@@ -157,7 +163,8 @@ class ScriptedClassifier:
     @staticmethod
     def supports(model: LSTMClassifier) -> bool:
         return (model.config.pooling in ("max", "mean") and model.embedding.weight.device.type == "cpu"
-                and torch.backends.mkldnn.is_available() and bool(torch.backends.mkldnn.enabled))
+                and torch.backends.mkldnn.is_available() and bool(torch.backends.mkldnn.enabled)
+                and _reorder_op_exists())
 
     def run(self, ids: list[torch.Tensor], lengths: list[torch.Tensor],
             back: torch.Tensor | None) -> Outputs:

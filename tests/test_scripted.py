@@ -3,12 +3,16 @@ and launched on torch's inter-op threads, and works on weights of its own."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from model import scripted
 from model.network import LSTMClassifier, ModelConfig, run_unpacked, unpacked_layers
 from model.scripted import ScriptedClassifier, _packed, scripted_fits
 from model.tokenizer import pad
+from service.predictor import Predictor
 
 ENCODED = [[5, 6, 7, 8], [3, 4, 5, 6, 7, 8, 9], [9, 2, 11, 4, 4, 3], [12, 13, 14, 15, 16, 17, 18]]
 
@@ -103,6 +107,21 @@ def test_which_models_and_batches_it_serves():
     assert not ScriptedClassifier.supports(make("last"))
     assert scripted_fits([10, 10]) and scripted_fits([10, 4])  # 14 of 20 padded steps are tokens
     assert not scripted_fits([10, 3]) and not scripted_fits([])
+
+
+def test_without_the_weight_packing_op_the_pass_stays_in_python(monkeypatch):
+    """A torch without the private op (see `_reorder_op_exists`): not supported, rather than a
+    failure to compile when the service loads the model; the Python path then answers."""
+    assert scripted._reorder_op_exists() and not scripted._reorder_op_exists(object())
+    monkeypatch.setattr(scripted, "_reorder_op_exists", lambda: False)
+    model = make("max")
+    assert not ScriptedClassifier.supports(model)
+    artifact = SimpleNamespace(model=model, vocab=None, labels=["a", "b", "c"], max_length=64)
+    predictor = Predictor(artifact, torch.device("cpu"))  # type: ignore[arg-type]
+    assert predictor.scripted is None
+    got = predictor.run_batch(ENCODED)
+    want = model_outputs(model, ENCODED)[0]
+    assert torch.allclose(torch.tensor(got.probabilities), want, atol=1e-6)
 
 
 @pytest.mark.parametrize("bias", [True, False])
