@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from model.device import DTYPES, native_dtype, resolve_device
 from service.balance import ConnectionBalance
 from service.batcher import Batcher
 from service.config import Settings
+from service.cpus import usable_cpus
 from service.errors import ErrorType, ServiceError
 from service.metrics import Metrics
 from service.predictor import Predictor
@@ -58,11 +58,11 @@ def settle_heap() -> None:
 
 
 def forward_placement(settings: Settings, device: torch.device, scripted: bool = False,
-                      cores: int | None = None) -> str:
+                      cores: float | None = None) -> str:
     """service.passes.Placement's mode: TEXTCLF_INFERENCE_THREAD true -> "thread", false ->
     "loop". Unset: "thread" on a GPU (the event loop works while kernels run). On the CPU
     "overlap" when the pass can run without the GIL (`scripted`, model.scripted) and the
-    process has a core to spare (`cores`, default: the CPUs it may run on, over TEXTCLF_WORKERS):
+    process has a core to spare (`cores`, default: service.cpus.usable_cpus, over TEXTCLF_WORKERS):
     the loop then serves requests on one core while the model computes on another (1 worker,
     2 cores, concurrency 64: ~+45 % requests/s). Otherwise "auto": a pass holds one core
     whichever thread runs it, so short ones run on the loop and skip the hand-off."""
@@ -70,8 +70,8 @@ def forward_placement(settings: Settings, device: torch.device, scripted: bool =
         return "thread" if settings.inference_thread else "loop"
     if device.type != "cpu":
         return "thread"
-    if cores is None:  # sched_getaffinity: Linux; it honours taskset and cpusets
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores is None:
+        cores = usable_cpus()
     return "overlap" if scripted and cores > settings.workers else "auto"
 
 

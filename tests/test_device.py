@@ -66,7 +66,11 @@ def test_the_spare_core_count_comes_from_the_cpus_the_process_may_use(monkeypatc
     from service.state import forward_placement
 
     settings = Settings(model_dir="unused", workers=2)
+    monkeypatch.setattr("service.cpus.cpu_quota", lambda *_: None)  # whatever runs the tests
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
     assert forward_placement(settings, torch.device("cpu"), scripted=True) == "overlap"
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert forward_placement(settings, torch.device("cpu"), scripted=True) == "auto"
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr("service.cpus.cpu_quota", lambda *_: 2.0)  # a container's CPU limit
     assert forward_placement(settings, torch.device("cpu"), scripted=True) == "auto"
