@@ -27,13 +27,20 @@ def usable_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> fl
 def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
     """CPUs' worth of time per period the cgroup allows, or None: unlimited or unknown."""
     paths = _cgroup_paths(proc_cgroup)
-    v2 = _read(root / paths.get("", "/").lstrip("/") / "cpu.max")
-    if v2 is not None:
-        quota, _, period = v2.partition(" ")
-        return _ratio(quota, period)
-    v1 = root / "cpu" / paths.get("cpu", "/").lstrip("/")
-    quota_us, period_us = _read(v1 / "cpu.cfs_quota_us"), _read(v1 / "cpu.cfs_period_us")
-    return _ratio(quota_us or "", period_us or "")
+    for v2 in _places(root, paths.get("", "/")):
+        if (text := _read(v2 / "cpu.max")) is not None:
+            quota, _, period = text.partition(" ")
+            return _ratio(quota, period)
+    for v1 in _places(root / "cpu", paths.get("cpu", "/")):
+        if (quota_us := _read(v1 / "cpu.cfs_quota_us")) is not None:
+            return _ratio(quota_us, _read(v1 / "cpu.cfs_period_us") or "")
+    return None
+
+
+def _places(mount: Path, path: str) -> list[Path]:
+    """The process's cgroup directory, then the mount's root: a container without its own
+    cgroup namespace sees the host's path in /proc/self/cgroup but its own cgroup at the root."""
+    return [mount / path.lstrip("/"), mount]
 
 
 def _cgroup_paths(proc_cgroup: Path) -> dict[str, str]:

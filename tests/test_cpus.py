@@ -26,6 +26,8 @@ def cgroup(tmp_path: Path, files: dict[str, str], proc: str) -> tuple[Path, Path
      "4:cpu,cpuacct:/docker/x\n1:name=systemd:/docker/x\n", 2.0),  # v1
     ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, "4:cpu,cpuacct:/\n",
      None),  # v1, no limit
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+     "4:cpu,cpuacct:/docker/x\n", 0.5),  # v1, the host's path, the container's cgroup at the root
     ({}, "", None),  # no cgroup filesystem at all
 ])
 def test_the_quota_is_read_from_the_process_cgroup(tmp_path, files, proc, expected):
