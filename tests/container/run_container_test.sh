@@ -351,6 +351,14 @@ check_image() {
     log "image check: $(echo "$out" | tr '\n' ' ')"
     [[ "$(head -n 1 <<<"$out")" == 10001 ]] || die "the image does not run as uid 10001"
     ! grep -qE '(^|/)(gcc|cc|make)$|has-pip|writable' <<<"$out" || die "unexpected content in the image: $out"
+    # In a container limited to 1 CPU the placement rule counts 1 (service/cpus.py), and the
+    # workers' metrics directory goes to the container's /dev/shm (service/server.py).
+    out="$("$DOCKER" run --rm --read-only --cpus 1 --entrypoint python "$IMAGE_TAG" -c '
+from service.cpus import usable_cpus
+from service.server import memory_dir
+print(usable_cpus(), memory_dir())' 2>&1)" || die "CPU limit check failed: $out"
+    log "in a --cpus 1 container: usable CPUs and metrics directory: $out"
+    [[ "$(tail -n 1 <<<"$out")" == "1.0 /dev/shm" ]] || die "expected '1.0 /dev/shm', got: $out"
 }
 
 # ---------------------------------------------------------------------------
