@@ -49,6 +49,23 @@ def test_exposition_has_no_request_text(client):
     assert "textclf_queue_depth 0.0" in text
 
 
+def test_a_scrape_renders_off_the_event_loop(client, monkeypatch):
+    """Rendering reads every worker's files in multiprocess mode: never on the loop."""
+    metrics = client.app.state.textclf.metrics
+    render, loops = metrics.render, []
+
+    def recording_render() -> bytes:
+        try:
+            loops.append(asyncio.get_running_loop())
+        except RuntimeError:
+            loops.append(None)
+        return render()
+
+    monkeypatch.setattr(metrics, "render", recording_render)
+    assert "textclf_requests_total" in client.get("/metrics").text
+    assert loops == [None]
+
+
 def hold_inference(serving) -> asyncio.Event:
     """Make the inference thread wait for the returned event before each forward pass, so that
     requests pile up behind the one being computed (passes go to the Python thread, where a
