@@ -144,29 +144,30 @@ def test_a_failed_publish_stops_shedding_and_the_next_one_goes_on(
     balance, _ = worker(tmp_path, 1, 60)
     other, _ = worker(tmp_path, 2, 4)
     other.publish()
-    balance.publish()
-    assert balance.limit is not None
     failures = [ValueError("a bug")]
-    real_others = balance._others
+    real_others, real_set_limit = balance._others, balance._set_limit
+    seen: list[list[int]] = []  # the others' counts each publish set the limit from
 
     def others_once_failing() -> list[int]:
         if failures:
             raise failures.pop()
         return real_others()
 
+    def recording_set_limit(own: int, others: list[int]) -> None:
+        seen.append(others)
+        real_set_limit(own, others)
+
     monkeypatch.setattr(balance, "_others", others_once_failing)
+    monkeypatch.setattr(balance, "_set_limit", recording_set_limit)
 
     async def run() -> None:
-        balance.start()
-        while failures:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        assert balance.limit is None  # after the failure: no shedding on a guess
+        balance.start()  # its exchange fails
         balance.attach(range(61))
-        assert await published(balance, 61)  # publishing went on
+        assert await published(balance, 61)  # the next publish went on
         balance.stop()
 
     asyncio.run(run())
+    assert seen[0] == [] and seen[1] == [4]  # the failed one counted no one: no shedding
     assert "publishing the connection count failed" in caplog.text
 
 
