@@ -1,6 +1,6 @@
 """Raw HTTP/1.1 on a socket, for tests that must see exactly what the server sends: the bytes
 of a request, the responses read back one by one, and whether the server closed the connection
-after them (test_fastlane.py, test_balance.py)."""
+after them (test_fastlane.py, test_balance_live.py)."""
 
 from __future__ import annotations
 
