@@ -30,8 +30,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench.common import request_texts
 from bench.inprocess import timed_round
-from model.network import LSTMClassifier, _reversed_rows, _rows, lstm_params
+from model.network import LSTMClassifier
 from model.tokenizer import pad
+from model.unpacked import lstm_params, reversed_rows, select_rows
 from service.predictor import Predictor
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # ids, lengths -> (B, C) probs
@@ -90,7 +91,7 @@ def time_segmented(model: LSTMClassifier, chunks: int) -> Forward:
         x = model.embedding(ids[order]).transpose(0, 1).contiguous()  # (T, B, E)
         marks = {int(lengths[int(len(lengths) * (1 - j / chunks)) - 1]) for j in range(1, chunks)}
         bounds = sorted({0, x.shape[0], *(m for m in marks if 0 < m < x.shape[0])})
-        backward = _rows(x, _reversed_rows(lengths, x.shape[0]))
+        backward = select_rows(x, reversed_rows(lengths, x.shape[0]))
         features = torch.cat([direction(x, lengths, bounds, False),
                               direction(backward, lengths, bounds, True)], 1)
         return model.classifier(features[order.argsort()]).softmax(1)

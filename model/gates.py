@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.network import lstm_params
+from model.unpacked import lstm_params
 
 DIRECTIONS = ("forward", "backward")
 

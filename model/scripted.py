@@ -12,7 +12,7 @@ Future at once; a pass launched `after` another starts when that one ends, witho
 the caller.
 
 The computation is the model's own unpacked path, the same functions compiled
-(model.network: `run_unpacked`, `pool_unpacked`): both directions over time-major input, the
+(model.unpacked: `run_unpacked`, `pool_unpacked`): both directions over time-major input, the
 backward one on each text reversed within its length, padded steps overwritten before max or
 mean pooling; then the output layer and softmax in float32, as service.predictor does. Same results
 (tests/test_scripted.py). Only for max / mean pooling with little padding (`scripted_fits`);
@@ -30,13 +30,8 @@ from typing import cast
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
-from model.network import (
-    UNPACKED_MIN_FILL,
-    LSTMClassifier,
-    pool_unpacked,
-    run_unpacked,
-    unpacked_layers,
-)
+from model.network import UNPACKED_MIN_FILL, LSTMClassifier
+from model.unpacked import pool_unpacked, run_unpacked, unpacked_layers
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # probabilities, logits (B, C), features
 
@@ -45,7 +40,7 @@ def _pooled(ids: torch.Tensor, lengths: torch.Tensor, embedding: torch.Tensor,
             layers: list[list[list[torch.Tensor]]], has_bias: bool, hidden: int,
             use_max: bool) -> torch.Tensor:
     """ids (B, T), lengths (B,) >= 1 -> pooled features (B, H*D) in the weights' dtype: the
-    model's own unpacked path (model.network.run_unpacked, pool_unpacked), compiled."""
+    model's own unpacked path (model.unpacked.run_unpacked, pool_unpacked), compiled."""
     x = F.embedding(ids.t(), embedding)  # (T, B, E), time-major as the LSTM kernel works
     outputs, _, _ = run_unpacked(layers, has_bias, hidden, x, lengths, False)
     return pool_unpacked(outputs, lengths, use_max)

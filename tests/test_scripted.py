@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from model import scripted
-from model.network import LSTMClassifier, ModelConfig, run_unpacked, unpacked_layers
+from model.network import LSTMClassifier, ModelConfig
 from model.scripted import ScriptedClassifier, _packed, scripted_fits
 from model.tokenizer import pad
+from model.unpacked import run_unpacked, unpacked_layers
 from service.predictor import Predictor
 
 ENCODED = [[5, 6, 7, 8], [3, 4, 5, 6, 7, 8, 9], [9, 2, 11, 4, 4, 3], [12, 13, 14, 15, 16, 17, 18]]

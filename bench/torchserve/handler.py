@@ -1,8 +1,9 @@
 """TorchServe handler for the textclf artifact: TorchServe's own batching, same model.
 
 The archive carries model/network.py and model/tokenizer.py (flat, as `network` and
-`tokenizer`) and the artifact's config.json, vocab.json and model.safetensors, so the worker
-needs nothing from the repository. A request body is textclf's {"inputs": "text"} (or the bare
+`tokenizer`) and the artifact's config.json, vocab.json and model.safetensors. The modules
+those two import (model.words, model.unpacked) come from the environment TorchServe's workers
+run in: the benchmark's own Python, where textclf is installed. A request body is textclf's {"inputs": "text"} (or the bare
 text); the answer is the same [{label, score}, ...] best first.
 
 Each TorchServe batch (up to batchSize requests, or what arrived within maxBatchDelay) is one
