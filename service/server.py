@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import glob
+import logging
 import math
 import os
 import shutil
@@ -17,6 +20,8 @@ from service.config import Settings
 from service.logs import configure_logging, log_config
 from service.protocol import MAX_HEAD_BYTES, ServiceHttpProtocol
 from service.state import service_state
+
+log = logging.getLogger("textclf.server")
 
 
 class Server(uvicorn.Server):
@@ -97,14 +102,63 @@ def memory_dir() -> str | None:
     return str(SHARED_MEMORY) if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK) else None
 
 
+# The main process holds an flock on this file in the workers' directory it made, for as long
+# as it runs: a directory whose lock is free was left by a service that died without removing
+# it (SIGKILL). flock, unlike a pid, also holds across the PID namespaces of containers that
+# share a /dev/shm.
+OWNER_FILE = ".owner"
+PREFIX, STAGING_PREFIX = "textclf-metrics-", ".textclf-new-"
+
+
+def own_metrics_dir() -> tuple[str, int]:
+    """A new directory for the workers' files and the fd of its owner lock (keep it open).
+    It is made under a name `remove_abandoned` ignores and renamed once locked, so a directory
+    that function finds is either locked by a live service or abandoned."""
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=memory_dir())
+    fd = os.open(os.path.join(staging, OWNER_FILE), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    parent, name = os.path.split(staging)
+    directory = os.path.join(parent, PREFIX + name[len(STAGING_PREFIX):])
+    os.rename(staging, directory)
+    return directory, fd
+
+
+def remove_abandoned(parent: str) -> list[str]:
+    """Remove the workers' directories under `parent` whose service is gone (lock free)."""
+    removed = []
+    for path in glob.glob(os.path.join(parent, PREFIX + "*")):
+        try:
+            fd = os.open(os.path.join(path, OWNER_FILE), os.O_RDWR)
+        except OSError:  # no lock file: an older textclf's (left alone), or just removed
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except BlockingIOError:  # its service is running
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _workers_dir(settings: Settings) -> tuple[str, int | None]:
+    """TEXTCLF_MULTIPROC_DIR emptied, or a directory of our own (and its owner lock's fd)."""
+    if settings.multiproc_dir is not None:
+        directory = str(settings.multiproc_dir)
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):  # stale files from an earlier run would add up
+            os.remove(os.path.join(directory, name))
+        return directory, None
+    for path in remove_abandoned(memory_dir() or tempfile.gettempdir()):
+        log.info("removed %s, left by a service that did not stop cleanly", path)
+    return own_metrics_dir()
+
+
 def _serve_workers(settings: Settings) -> int:
     """N processes; metrics go through prometheus-client's multiprocess files, so a scrape of
     any worker reports the sum over all of them."""
-    directory = settings.multiproc_dir or tempfile.mkdtemp(prefix="textclf-metrics-",
-                                                           dir=memory_dir())
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):  # stale files from an earlier run would add up
-        os.remove(os.path.join(directory, name))
+    directory, owner = _workers_dir(settings)
     # Workers are new processes: they read these at import time (prometheus-client) and in
     # Settings (TEXTCLF_MULTIPROC_DIR).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
@@ -113,6 +167,7 @@ def _serve_workers(settings: Settings) -> int:
         uvicorn.run("service.main:create_app", factory=True, workers=settings.workers,
                     **_uvicorn_options(settings))
     finally:
-        if settings.multiproc_dir is None:  # ours: a directory left per start would pile up
+        if owner is not None:  # ours: a directory left per start would pile up
             shutil.rmtree(directory, ignore_errors=True)
+            os.close(owner)
     return 0

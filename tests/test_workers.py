@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -95,3 +98,40 @@ def test_worker_files_go_to_shared_memory_when_it_is_there(tmp_path: Path,
     assert memory_dir() == str(tmp_path)
     monkeypatch.setattr(server, "SHARED_MEMORY", tmp_path / "missing")
     assert memory_dir() is None  # tempfile's own choice then
+
+
+OWN_AND_WAIT = """
+import sys, time
+from service import server
+server.SHARED_MEMORY = __import__("pathlib").Path(sys.argv[1])
+print(server.own_metrics_dir()[0], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_directory_left_by_a_killed_service_is_removed_at_the_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main process locks the directory it made; SIGKILL frees the lock, and the next start
+    removes what the killed one could not. A live owner's directory, one without a lock file
+    and one still being made are left alone."""
+    monkeypatch.setattr(server, "SHARED_MEMORY", tmp_path)
+    owner = subprocess.Popen([sys.executable, "-c", OWN_AND_WAIT, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        killed = Path(owner.stdout.readline().strip())  # type: ignore[union-attr]
+        assert killed.name.startswith("textclf-metrics-") and (killed / ".owner").exists()
+        ours, fd = server.own_metrics_dir()
+        older = tmp_path / "textclf-metrics-older"  # a textclf from before the lock file
+        older.mkdir()
+        staging = tmp_path / ".textclf-new-abc"  # being made: not yet locked
+        staging.mkdir()
+        assert server.remove_abandoned(str(tmp_path)) == []  # both owners are alive
+        owner.kill()
+        owner.wait(timeout=10)
+        assert server.remove_abandoned(str(tmp_path)) == [str(killed)]
+        assert not killed.exists() and Path(ours).is_dir() and older.is_dir() and staging.is_dir()
+        os.close(fd)
+        assert server.remove_abandoned(str(tmp_path)) == [ours]
+    finally:
+        owner.kill()
+        owner.wait(timeout=10)
