@@ -91,13 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (TEXTCLF_NUM_THREADS)")
     args = p.parse_args(argv)
     results = uvloop.run(run(args))
-    cpu = statistics.median(r[0] for r in results)
-    rps = statistics.median(r[1] for r in results)
-    loop = statistics.median(r[2] for r in results)
-    print(f"concurrency {args.concurrency}: {cpu:.3f} CPU ms/request ({loop:.3f} on the event "
-          f"loop thread), {rps:.0f} requests/s "
-          f"(median of {args.repeat}; runs: " + ", ".join(f"{r[0]:.3f}" for r in results) + ")")
+    print(f"concurrency {args.concurrency}: " + summary(results, "ms", 3))
     return 0
+
+
+def summary(runs: list[tuple[float, float, float]], unit: str, digits: int) -> str:
+    """Medians of (CPU per request, requests/s, event-loop CPU per request) over the runs."""
+    cpu, rps, loop = (statistics.median(run[k] for run in runs) for k in range(3))
+    return (f"{cpu:.{digits}f} CPU {unit}/request ({loop:.{digits}f} on the event loop thread), "
+            f"{rps:.0f} requests/s (median of {len(runs)}; runs: "
+            + ", ".join(f"{run[0]:.{digits}f}" for run in runs) + ")")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import uvicorn
 import uvloop
 from uvicorn.server import ServerState
 
+from bench.asgi import summary
 from bench.common import request_texts
 from service.config import Settings
 from service.main import create_app
@@ -93,7 +93,7 @@ def without_model(predictor: Predictor) -> None:
 
 async def load(protocols: list[tuple[ServiceHttpProtocol, MemoryTransport]],
                requests: list[bytes], total: int) -> tuple[float, float, float]:
-    """(process CPU us, event-loop-thread CPU us) per request and requests/s for `total`."""
+    """Process CPU us per request, requests/s and event-loop-thread CPU us per request."""
     loop, counter, failures = asyncio.get_running_loop(), iter(range(total)), 0
 
     async def client(protocol: ServiceHttpProtocol, transport: MemoryTransport, offset: int) -> None:
@@ -110,7 +110,7 @@ async def load(protocols: list[tuple[ServiceHttpProtocol, MemoryTransport]],
     thread = time.thread_time() - thread
     if failures:
         raise RuntimeError(f"{failures} of {total} requests were not answered 200")
-    return cpu * 1e6 / total, thread * 1e6 / total, total / wall
+    return cpu * 1e6 / total, total / wall, thread * 1e6 / total
 
 
 async def measure(settings: Settings, connections: int, total: int, repeat: int,
@@ -158,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                         inference_thread=thread)
     runs = uvloop.run(measure(settings, args.connections, args.requests, args.repeat,
                               model=not args.no_model))
-    cpu, loop_cpu, rps = (statistics.median(r[k] for r in runs) for k in range(3))
-    print(f"{'no model' if args.no_model else args.dtype}, {args.connections} connections: "
-          f"{cpu:.1f} CPU us/request ({loop_cpu:.1f} on the event loop thread), {rps:.0f} "
-          f"requests/s (median of {args.repeat}; runs: " + ", ".join(f"{r[0]:.1f}" for r in runs) + ")")
+    label = "no model" if args.no_model else args.dtype
+    print(f"{label}, {args.connections} connections: " + summary(runs, "us", 1))
     return 0
 
 

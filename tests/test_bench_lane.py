@@ -22,7 +22,7 @@ def test_every_request_is_answered_and_timed(artifact_dir: Path, model: bool):
     runs = asyncio.run(lane.measure(settings(artifact_dir), connections=4, total=40, repeat=2,
                                     model=model))
     assert len(runs) == 2
-    for cpu_us, loop_us, rps in runs:
+    for cpu_us, rps, loop_us in runs:
         assert cpu_us > 0 and loop_us > 0 and rps > 0
         assert loop_us <= cpu_us * 1.05  # the loop thread's share of the process's CPU
 

@@ -3,8 +3,8 @@
 The archive carries model/network.py and model/tokenizer.py (flat, as `network` and
 `tokenizer`) and the artifact's config.json, vocab.json and model.safetensors. The modules
 those two import (model.words, model.unpacked) come from the environment TorchServe's workers
-run in: the benchmark's own Python, where textclf is installed. A request body is textclf's {"inputs": "text"} (or the bare
-text); the answer is the same [{label, score}, ...] best first.
+run in: the benchmark's own Python, where textclf is installed. A request body is textclf's
+{"inputs": "text"} (or the bare text); the answer is the same [{label, score}, ...] best first.
 
 Each TorchServe batch (up to batchSize requests, or what arrived within maxBatchDelay) is one
 padded forward pass, exactly as in textclf's Predictor.run_batch.
