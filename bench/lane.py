@@ -38,7 +38,7 @@ from service.config import Settings
 from service.main import create_app
 from service.predictor import PaddedBatch, Predictor
 from service.protocol import ServiceHttpProtocol
-from service.server import _uvicorn_options
+from service.server import uvicorn_options
 from service.state import service_state
 
 
@@ -117,7 +117,7 @@ async def measure(settings: Settings, connections: int, total: int, repeat: int,
                   model: bool = True) -> list[tuple[float, float, float]]:
     """`repeat` runs of `total` requests after a warm-up of a fifth of that."""
     app = create_app(settings)
-    config = uvicorn.Config(app, **_uvicorn_options(settings))
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     config.load()
     requests = [request_bytes(orjson.dumps({"inputs": text})) for text in request_texts(30)]
     async with app.router.lifespan_context(app):

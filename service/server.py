@@ -43,7 +43,7 @@ class Server(uvicorn.Server):
             self.should_exit = True
 
 
-def _uvicorn_options(settings: Settings) -> dict:
+def uvicorn_options(settings: Settings) -> dict:
     return {
         "host": settings.host, "port": settings.port, "loop": "uvloop",
         "http": ServiceHttpProtocol,
@@ -83,7 +83,7 @@ def serve(settings: Settings, device: torch.device) -> int:
         return _serve_workers(settings)
     from service.main import create_app
 
-    config = uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
+    config = uvicorn.Config(create_app(settings), **uvicorn_options(settings))
     server = Server(config)
     server.run()
     return 0 if server.started else 1
@@ -165,7 +165,7 @@ def _serve_workers(settings: Settings) -> int:
     os.environ["TEXTCLF_MULTIPROC_DIR"] = str(directory)
     try:
         uvicorn.run("service.main:create_app", factory=True, workers=settings.workers,
-                    **_uvicorn_options(settings))
+                    **uvicorn_options(settings))
     finally:
         if owner is not None:  # ours: a directory left per start would pile up
             shutil.rmtree(directory, ignore_errors=True)

@@ -178,7 +178,7 @@ def test_inputs_are_not_logged_by_default(settings_factory, registry: CollectorR
     assert any(r.name.startswith("textclf") for r in service_records), "capture sees the service"
     for record in service_records:  # (httpx is the test client: it logs the URLs it calls)
         assert MARKER not in record.getMessage(), record.getMessage()
-    assert service.server._uvicorn_options(settings)["access_log"] is False  # no query strings
+    assert service.server.uvicorn_options(settings)["access_log"] is False  # no query strings
 
 
 def test_inputs_are_logged_when_asked(settings_factory, registry: CollectorRegistry,

@@ -20,7 +20,7 @@ class ThreadedServer:
     """uvicorn with production options (service.server) in a thread of this process."""
 
     def __init__(self, settings: Settings, registry: CollectorRegistry, **overrides: object) -> None:
-        options = service.server._uvicorn_options(settings)
+        options = service.server.uvicorn_options(settings)
         options.update(port=free_port(), log_config=None)
         options.update(overrides)
         self.port = options["port"]
