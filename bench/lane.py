@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import uvicorn
 import uvloop
 from uvicorn.server import ServerState
 
-from bench.asgi import summary
+from bench.asgi import summary, timed_clients
 from bench.common import request_texts
 from service.config import Settings
 from service.main import create_app
@@ -104,13 +103,11 @@ async def load(protocols: list[tuple[ServiceHttpProtocol, MemoryTransport]],
             if not (await transport.reply).startswith(b"HTTP/1.1 200 "):
                 failures += 1
 
-    wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
-    await asyncio.gather(*(client(p, t, k * 7) for k, (p, t) in enumerate(protocols)))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    thread = time.thread_time() - thread
+    timing = await timed_clients([client(p, t, k * 7) for k, (p, t) in enumerate(protocols)],
+                                 total, 1e6)
     if failures:
         raise RuntimeError(f"{failures} of {total} requests were not answered 200")
-    return cpu * 1e6 / total, total / wall, thread * 1e6 / total
+    return timing
 
 
 async def measure(settings: Settings, connections: int, total: int, repeat: int,
