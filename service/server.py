@@ -110,11 +110,11 @@ OWNER_FILE = ".owner"
 PREFIX, STAGING_PREFIX = "textclf-metrics-", ".textclf-new-"
 
 
-def own_metrics_dir() -> tuple[str, int]:
-    """A new directory for the workers' files and the fd of its owner lock (keep it open).
-    It is made under a name `remove_abandoned` ignores and renamed once locked, so a directory
-    that function finds is either locked by a live service or abandoned."""
-    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=memory_dir())
+def own_metrics_dir(parent: str) -> tuple[str, int]:
+    """A new directory under `parent` for the workers' files and the fd of its owner lock (keep
+    it open). It is made under a name `remove_abandoned` ignores and renamed once locked, so a
+    directory that function finds is either locked by a live service or abandoned."""
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
     fd = os.open(os.path.join(staging, OWNER_FILE), os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     parent, name = os.path.split(staging)
@@ -150,9 +150,10 @@ def _workers_dir(settings: Settings) -> tuple[str, int | None]:
         for name in os.listdir(directory):  # stale files from an earlier run would add up
             os.remove(os.path.join(directory, name))
         return directory, None
-    for path in remove_abandoned(memory_dir() or tempfile.gettempdir()):
+    parent = memory_dir() or tempfile.gettempdir()
+    for path in remove_abandoned(parent):
         log.info("removed %s, left by a service that did not stop cleanly", path)
-    return own_metrics_dir()
+    return own_metrics_dir(parent)
 
 
 def _serve_workers(settings: Settings) -> int:

@@ -103,24 +103,21 @@ def test_worker_files_go_to_shared_memory_when_it_is_there(tmp_path: Path,
 OWN_AND_WAIT = """
 import sys, time
 from service import server
-server.SHARED_MEMORY = __import__("pathlib").Path(sys.argv[1])
-print(server.own_metrics_dir()[0], flush=True)
+print(server.own_metrics_dir(sys.argv[1])[0], flush=True)
 time.sleep(60)
 """
 
 
-def test_a_directory_left_by_a_killed_service_is_removed_at_the_next_start(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_directory_left_by_a_killed_service_is_removed_at_the_next_start(tmp_path: Path) -> None:
     """The main process locks the directory it made; SIGKILL frees the lock, and the next start
     removes what the killed one could not. A live owner's directory, one without a lock file
     and one still being made are left alone."""
-    monkeypatch.setattr(server, "SHARED_MEMORY", tmp_path)
     owner = subprocess.Popen([sys.executable, "-c", OWN_AND_WAIT, str(tmp_path)],
                              stdout=subprocess.PIPE, text=True)
     try:
         killed = Path(owner.stdout.readline().strip())  # type: ignore[union-attr]
         assert killed.name.startswith("textclf-metrics-") and (killed / ".owner").exists()
-        ours, fd = server.own_metrics_dir()
+        ours, fd = server.own_metrics_dir(str(tmp_path))
         older = tmp_path / "textclf-metrics-older"  # a textclf from before the lock file
         older.mkdir()
         staging = tmp_path / ".textclf-new-abc"  # being made: not yet locked
