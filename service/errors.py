@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+from http import HTTPStatus
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -56,6 +58,15 @@ STATUS: dict[ErrorType, int] = {
     ErrorType.unhealthy: 503,
 }
 _TYPE_OF_STATUS = {status: kind for kind, status in STATUS.items()}
+
+
+def raw_error(error_type: ErrorType, message: str) -> bytes:
+    """A complete HTTP/1.1 error response, for the protocol layer (no ASGI app involved); the
+    connection is closed after it."""
+    status = STATUS[error_type]
+    body = orjson.dumps({"error": message, "error_type": error_type.value})
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
 class ServiceError(Exception):

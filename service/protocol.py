@@ -9,15 +9,14 @@
 from __future__ import annotations
 
 import asyncio
-from http import HTTPStatus
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.balance import ConnectionBalance
-from service.errors import OVER_LIMIT, STATUS, ErrorType
+from service.burst import burst_for
+from service.errors import OVER_LIMIT, ErrorType, raw_error
 from service.fastlane import PATH, FastRequest, answer, find_lane, response_head
 from service.state import service_state
 
@@ -89,8 +88,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(data)
 
     def _reject_head(self) -> None:
-        self.transport.write(raw_error(ErrorType.headers_too_large,
-                                       f"request line and headers are over {MAX_HEAD_BYTES} bytes"))
+        self._write_and_close(raw_error(ErrorType.headers_too_large,
+                                        f"request line and headers are over {MAX_HEAD_BYTES} bytes"))
+
+    def _write_and_close(self, data: bytes) -> None:
+        self.transport.write(data)
         self.transport.close()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
@@ -103,18 +105,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """httptools could not parse the request: our JSON error shape, not uvicorn's text."""
-        self.transport.write(raw_error(ErrorType.bad_request, msg))
-        self.transport.close()
+        self._write_and_close(raw_error(ErrorType.bad_request, msg))
 
 
 class ServiceHttpProtocol(LimitedHttpToolsProtocol):
     """LimitedHttpToolsProtocol that hands a POST /predict whose head and body come in one read
     to service.fastlane (see there for which requests qualify); it stands in for uvicorn's
-    cycle meanwhile (`self.cycle`), so pipelining, shutdown and disconnects work as before."""
+    cycle meanwhile (`self.cycle`), so pipelining, shutdown and disconnects work as before.
+    The lane's responses go out in one burst per loop iteration (service.burst)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._lane = find_lane(self.app)
+        self._burst = burst_for(self.loop)
         self._fast: FastRequest | None = None  # the lane's request whose body is being read
         state = service_state(self.app)
         self._balance: ConnectionBalance | None = state.balance if state is not None else None
@@ -193,16 +196,23 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         if request.disconnected or self.transport.is_closing():
             return
         head = response_head(status, self.server_state.default_headers, headers, request)
-        self.transport.write(head + body)
-        if not request.keep_alive:
-            self.transport.close()
+        if request.keep_alive:
+            self._burst.write(self.transport, head + body)
+        else:
+            self._write_and_close(head + body)
         self.on_response_complete()
 
     def abort(self) -> None:
+        self._burst.flush()
         self.transport.close()
+
+    def _write_and_close(self, data: bytes) -> None:
+        self._burst.flush()  # what is held for this connection goes first
+        super()._write_and_close(data)
 
     def shutdown(self) -> None:
         self._closing = None  # uvicorn's shutdown closes the connection: nothing to keep open
+        self._burst.flush()  # a response held for it must go out before the close
         super().shutdown()
 
     def on_response_complete(self) -> None:
@@ -212,12 +222,3 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
             if self._balance is not None:
                 self._balance.closed()
         super().on_response_complete()
-
-
-def raw_error(error_type: ErrorType, message: str) -> bytes:
-    """A complete HTTP/1.1 error response, for the protocol layer (no ASGI app involved); the
-    connection is closed after it."""
-    status = STATUS[error_type]
-    body = orjson.dumps({"error": message, "error_type": error_type.value})
-    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body

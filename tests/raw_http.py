@@ -24,7 +24,7 @@ def exchange(port: int, *parts: bytes, count: int = 1, pause_s: float = 0.0) -> 
                 time.sleep(pause_s)
             sock.sendall(part)
         stream = sock.makefile("rb")
-        replies = [_read_response(stream) for _ in range(count)]
+        replies = [read_response(stream) for _ in range(count)]
         sock.settimeout(0.3)
         try:
             closed = stream.read(1) == b""
@@ -33,7 +33,7 @@ def exchange(port: int, *parts: bytes, count: int = 1, pause_s: float = 0.0) -> 
     return [(*reply, closed) for reply in replies]
 
 
-def _read_response(stream) -> tuple[int, dict[str, str], bytes]:  # noqa: ANN001
+def read_response(stream) -> tuple[int, dict[str, str], bytes]:  # noqa: ANN001
     status = int(stream.readline().split()[1])
     headers: dict[str, str] = {}
     while (line := stream.readline().rstrip(b"\r\n")):
