@@ -3,16 +3,17 @@
 Why: a forward pass ends many requests at once, and their tasks each build and write a response
 in turn, ~15 us of Python apart. Each write on a loopback (or any) socket wakes the client if it
 sleeps, so a client with many connections (wrk, a load balancer, a batch job) woke once per
-response, and on a shared machine the woken client preempted the server mid-request: 0.8 forced
-context switches per request, and wrk spent 26-30 us of CPU per request. Held until the end of
-the iteration, the writes of all requests answered in it go out back to back and the client
-wakes about once for all of them (VM 2, 2 workers, bfloat16, c=64, 3 alternating 10 s wrk
-runs: 0.48 forced switches and 17 us of wrk CPU per request; see the README's Performance).
+response, and on a shared machine the woken client preempted the server mid-request: 0.81-0.89
+forced context switches per request, and wrk spent 26-31 us of CPU per request. Held until the
+end of the iteration, the writes of all requests answered in it go out back to back and the
+client wakes far less often (VM 2, 2 workers, bfloat16, c=64, 7 alternating pairs of 10 s wrk
+runs: 0.48-0.51 forced switches and 17-21 us of wrk CPU per request, requests/s +6.6 % on the
+median pair; see the README's Performance).
 Netty's FlushConsolidationHandler does the same for its channels.
 
-A write waits for the end of the current iteration only (`call_soon`: the callbacks already
-scheduled run first, nothing that is scheduled later), so a response is a few microseconds
-later at most. Anything that would write to or close a connection outside the burst calls
+A write waits for the callbacks already scheduled on the loop and no longer (`call_soon`):
+the first response of a burst waits for the others answered with it, ~15 us of Python each,
+never for new requests or passes. Anything that would write to or close a connection outside the burst calls
 `flush` first, so a connection's bytes keep their order (service.protocol).
 """
 

@@ -1,6 +1,7 @@
 """The error family, its status codes, and the one JSON error body: {"error", "error_type"}.
 
-Every failure a client can see goes through `error_response`, so the shape never varies.
+Every failure a client can see goes through `error_response`, so the shape never varies (the
+protocol layer, which answers before any app, writes the same shape with `raw_error`).
 """
 
 from __future__ import annotations
