@@ -141,7 +141,11 @@ class Batcher:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                await asyncio.sleep(0)  # let handlers that are ready to submit do so first
+                # twice: handlers that are ready submit first; and the responses of the pass
+                # that just ended, written by their handlers in the first of these iterations
+                # and held to its end (service.burst), go out before this pass runs
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
                 if self.max_delay_s > 0:
                     await self._wait_for_more()
                 current = self._start(self._take_batch())

@@ -1,5 +1,6 @@
-"""service/batcher.py: passes run where service.passes puts them, and a batch that fills while
-a scripted pass runs is queued behind it at once."""
+"""service/batcher.py: passes run where service.passes puts them, a batch that fills while a
+scripted pass runs is queued behind it at once, and the responses of a pass go out before the
+next pass runs on the loop."""
 
 from __future__ import annotations
 
@@ -116,3 +117,27 @@ async def test_in_auto_mode_a_batch_for_the_loop_is_not_queued_behind(toy_artifa
     finally:
         await batcher.close(5)
     assert where == [threading.current_thread().name]  # then on the loop, all four together
+
+
+@pytest.mark.anyio
+async def test_responses_of_a_pass_go_out_before_the_next_pass_runs_on_the_loop(toy_artifact):
+    """A handler answered by a pass writes its response, which service.burst holds to the end
+    of that loop iteration (`call_soon`); a pass already queued runs on the loop only after."""
+    predictor = Predictor(toy_artifact, torch.device("cpu"))
+    events: list[str] = []
+    compute = predictor.compute
+    predictor.compute = lambda batch: events.append("pass") or compute(batch)  # type: ignore[method-assign]
+    batcher = batcher_for(predictor, "loop", max_batch_size=len(SHORT))  # one job per pass
+    loop = asyncio.get_running_loop()
+
+    async def handler(name: str) -> None:
+        await batcher.submit(SHORT)
+        events.append(f"answered {name}")
+        loop.call_soon(events.append, f"written {name}")  # as WriteBurst.write schedules it
+
+    batcher.start()
+    try:
+        await asyncio.gather(handler("a"), handler("b"))
+    finally:
+        await batcher.close(5)
+    assert events == ["pass", "answered a", "written a", "pass", "answered b", "written b"]
