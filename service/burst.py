@@ -11,10 +11,12 @@ runs: 0.48-0.51 forced switches and 17-21 us of wrk CPU per request, requests/s 
 median pair; see the README's Performance).
 Netty's FlushConsolidationHandler does the same for its channels.
 
-A write waits for the callbacks already scheduled on the loop and no longer (`call_soon`):
-the first response of a burst waits for the others answered with it, ~15 us of Python each,
-never for new requests or passes. Anything that would write to or close a connection outside the burst calls
-`flush` first, so a connection's bytes keep their order (service.protocol).
+A write waits for the callbacks already scheduled on the loop (`call_soon`): the first
+response of a burst waits for the others answered with it, ~15 us of Python each, and for the
+reading of requests that arrive meanwhile (the loop polls its sockets between iterations); not
+for a forward pass on the loop, which service.batcher starts only after the flush. Anything
+that would write to or close a connection outside the burst calls `flush` first, so a
+connection's bytes keep their order (service.protocol).
 """
 
 from __future__ import annotations
