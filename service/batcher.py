@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -28,10 +28,21 @@ from service.passes import Pass, Placement, start_pass
 from service.predictor import BatchOutput, Predictor
 
 
+class Receiver(Protocol):
+    """Who gets a job's result: an asyncio.Future (`Batcher.submit`), or a callback object
+    (service.direct answers its request from `set_result` itself, without a task)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: JobResult, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 @dataclass
 class Job:
     encoded: list[list[int]]
-    future: asyncio.Future[JobResult]
+    receiver: Receiver
     enqueued_at: float
 
 
@@ -72,18 +83,27 @@ class Batcher:
         return self._queued_texts
 
     async def submit(self, encoded: list[list[int]]) -> JobResult:
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+        self.enqueue(encoded, future)
+        return await future
+
+    def takes(self, texts: int) -> bool:
+        """Whether `enqueue` would take this many texts now (it raises where this is False)."""
+        return not self._closing and self._queued_texts + texts <= self.max_queue_size
+
+    def enqueue(self, encoded: list[list[int]], receiver: Receiver) -> None:
+        """Queue texts; `receiver` gets their JobResult (or the pass's exception) on the loop."""
         if self._closing:
             raise ServiceError(ErrorType.unhealthy, "the model is shutting down")
         if self._queued_texts + len(encoded) > self.max_queue_size:
             raise overloaded()
-        job = Job(encoded, asyncio.get_running_loop().create_future(), time.perf_counter())
+        job = Job(encoded, receiver, time.perf_counter())
         self._jobs.append(job)
         self._queued_texts += len(encoded)
         self.metrics.queued.set(self._queued_texts)
         self._wakeup.set()
         if self._queued_texts >= self.max_batch_size and self._full and not self._full.done():
             self._full.set_result(None)
-        return await job.future
 
     def check_room(self) -> None:
         """429 before a request is read and tokenized when no text of it could be queued: under
@@ -178,8 +198,8 @@ class Batcher:
             output = self.predictor.finish(await current.outputs)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
             for job in current.jobs:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+                if not job.receiver.done():
+                    job.receiver.set_exception(exc)
             return time.perf_counter()
         ended = time.perf_counter()
         seconds = ended - current.started
@@ -196,12 +216,12 @@ class Batcher:
         for job in batch:
             n = len(job.encoded)
             part = BatchOutput(output.probabilities[row : row + n], output.logits[row : row + n],
-                               output.features[row : row + n])
+                               output.pass_features, slice(row, row + n))
             row += n
             queue_seconds = started - job.enqueued_at
             self.metrics.queue_wait.observe(queue_seconds)
-            if not job.future.done():  # the client may have gone away
-                job.future.set_result(JobResult(part, queue_seconds, inference_seconds, size))
+            if not job.receiver.done():  # the client may have gone away
+                job.receiver.set_result(JobResult(part, queue_seconds, inference_seconds, size))
 
     async def close(self, timeout_s: float) -> None:
         """Refuse new work, finish what is queued (at most `timeout_s`), stop the thread."""
@@ -214,7 +234,7 @@ class Batcher:
                 self._task.cancel()
         while self._jobs:  # only left after a timeout: fail them rather than hang
             job = self._jobs.popleft()
-            if not job.future.done():
-                job.future.set_exception(ServiceError(ErrorType.unhealthy, "shut down"))
+            if not job.receiver.done():
+                job.receiver.set_exception(ServiceError(ErrorType.unhealthy, "shut down"))
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -108,23 +109,48 @@ async def _given(body: bytes) -> bytes:
 
 async def answer(lane: Lane, writer: Writer, request: FastRequest) -> None:
     """Classify, then write the response: 200 with the labels, or the app's error response."""
+    body = b"".join(request.parts)
     try:
-        body = b"".join(request.parts)
-        try:
-            reply, result = await classify(lane.state, request.media, lambda: _given(body))
-            status = 200
-            payload, headers = predict_reply(reply, result)
-        except Exception as exc:  # noqa: BLE001 - answered by the app's handlers, as in the app
-            response = await error_reply(lane.app, request.scope, exc)
-            status, payload, headers = response.status_code, bytes(response.body), response.raw_headers
-            if any(k == b"connection" and b"close" in v.lower() for k, v in headers):
-                request.keep_alive = False
+        reply, result = await classify(lane.state, request.media, lambda: _given(body))
+    except Exception as exc:  # noqa: BLE001 - answered by the app's handlers, as in the app
+        await answer_error(lane, writer, request, exc)
+        return
+    write_answer(lane, writer, request, lambda: (200, *predict_reply(reply, result)))
+
+
+async def answer_error(lane: Lane, writer: Writer, request: FastRequest, exc: Exception) -> None:
+    """The app's error response to `exc` (its own exception handlers, as in the app)."""
+    try:
+        response = await error_reply(lane.app, request.scope, exc)
+    except Exception:  # noqa: BLE001 - no handler applies
+        give_up(lane, writer, request)
+        return
+    headers = response.raw_headers
+    if any(k == b"connection" and b"close" in v.lower() for k, v in headers):
+        request.keep_alive = False
+    write_answer(lane, writer, request, lambda: (response.status_code, bytes(response.body), headers))
+
+
+Reply = Callable[[], tuple[int, bytes, list[tuple[bytes, bytes]]]]  # status, payload, headers
+
+
+def write_answer(lane: Lane, writer: Writer, request: FastRequest, reply: Reply) -> None:
+    """Write the response `reply` gives and count the request."""
+    try:
+        status, payload, headers = reply()
         writer.write_response(request, status, headers, payload)
-    except Exception:  # a bug here must not leave the client waiting for ever
-        log.exception("POST /predict failed in the fast lane")
-        writer.abort()
-        status = 500
+    except Exception:  # noqa: BLE001 - see give_up
+        give_up(lane, writer, request)
+        return
     lane.state.metrics.count_request("/predict", status, time.perf_counter() - request.started)
+
+
+def give_up(lane: Lane, writer: Writer, request: FastRequest) -> None:
+    """A bug on the way (call it from an `except`: it logs the traceback): the connection is
+    closed rather than the client left waiting for ever, and the request counts as a 500."""
+    log.exception("POST /predict failed in the fast lane")
+    writer.abort()
+    lane.state.metrics.count_request("/predict", 500, time.perf_counter() - request.started)
 
 
 def response_head(status: int, default_headers: list[tuple[bytes, bytes]],

@@ -1,111 +1,25 @@
-"""uvicorn's httptools protocol, with what a public server needs that uvicorn leaves out.
+"""The service's HTTP protocol: service.httpbase's, with POST /predict answered without ASGI.
 
-- The request head is bounded in size and time (431, slowloris; see LimitedHttpToolsProtocol).
-- Unparseable HTTP gets the service's JSON error shape (uvicorn's is plain text), and so does
-  uvicorn's refusal beyond limit_concurrency: the app answers it (see `OVER_LIMIT`).
-- A plain POST /predict is answered without ASGI (`ServiceHttpProtocol`, service.fastlane).
+A complete, plain POST /predict goes to service.direct in one call; one whose body is still on
+its way, or that service.direct leaves, goes to service.fastlane once httptools has parsed it;
+everything else goes to uvicorn and the app. The lane's responses go out in one burst per loop
+iteration (service.burst).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
-from uvicorn.protocols.http.flow_control import service_unavailable
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from service.balance import ConnectionBalance
 from service.burst import burst_for
-from service.errors import OVER_LIMIT, ErrorType, raw_error
+from service.direct import parse_head, prepare, queue, read_inputs
 from service.fastlane import PATH, FastRequest, answer, find_lane, response_head
+from service.httpbase import LimitedHttpToolsProtocol
 from service.state import service_state
-
-MAX_HEAD_BYTES = 64 * 1024  # request line + headers
-HEAD_TIMEOUT_S = 10.0  # from a connection's (or a request's) first byte to the end of its headers
-
-
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bound on the request head, in size and in time.
-
-    httptools itself buffers a request line and headers of any size (h11_max_incomplete_event_size
-    only applies to h11, which is ~40% slower here): 20 connections sending 5 MB of headers each
-    cost 100 MB of memory. Here a head over MAX_HEAD_BYTES gets 431 and the connection is closed,
-    and a connection that has not finished its headers HEAD_TIMEOUT_S after it started (slowloris:
-    connect, then send nothing or a byte now and then) is closed. Bodies are not limited here
-    (TEXTCLF_MAX_BODY_BYTES is checked while reading them)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._in_head, self._head_bytes = True, 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._start_head_timer()
-
-    def _start_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timeout)
-
-    def _head_timeout(self) -> None:
-        if self._in_head and (self.cycle is None or self.cycle.response_complete):
-            self.transport.close()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._start_head_timer()
-
-    def on_headers_complete(self) -> None:
-        self._end_head()
-        super().on_headers_complete()
-
-    def _end_head(self) -> None:
-        self._in_head, self._head_bytes = False, 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-
-    def on_message_complete(self) -> None:
-        self._in_head = True  # what comes next is the next request's head
-        super().on_message_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        while data and self._in_head and not self.transport.is_closing():
-            room = MAX_HEAD_BYTES - self._head_bytes
-            if len(data) <= room:
-                self._head_bytes += len(data)
-                super().data_received(data)
-                return
-            part, data = data[:room], data[room:]  # feed what fits: it may end the head
-            self._head_bytes += len(part)
-            super().data_received(part)
-            if self._in_head:
-                self._reject_head()
-                return
-        if data and not self.transport.is_closing():
-            super().data_received(data)
-
-    def _reject_head(self) -> None:
-        self._write_and_close(raw_error(ErrorType.headers_too_large,
-                                        f"request line and headers are over {MAX_HEAD_BYTES} bytes"))
-
-    def _write_and_close(self, data: bytes) -> None:
-        self.transport.write(data)
-        self.transport.close()
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        if app is service_unavailable:  # uvicorn's plain-text 503 beyond limit_concurrency
-            # the app answers instead (service.middleware: 429 `overloaded`, counted in the
-            # metrics, with a request id), told so by an ASGI scope extension
-            cycle.scope.setdefault("extensions", {})[OVER_LIMIT] = {}
-            app = self.app
-        super()._start_asgi_task(cycle, app)
-
-    def send_400_response(self, msg: str) -> None:
-        """httptools could not parse the request: our JSON error shape, not uvicorn's text."""
-        self._write_and_close(raw_error(ErrorType.bad_request, msg))
 
 
 class ServiceHttpProtocol(LimitedHttpToolsProtocol):
@@ -152,11 +66,16 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
 
     def _qualifies(self) -> bool:
         """The head-level conditions of service.fastlane; `Lane.admit` checks the headers."""
-        parser, limit = self.parser, self.limit_concurrency
+        parser = self.parser
         return (self.url == PATH and parser.get_method() == b"POST"
                 and parser.get_http_version() == "1.1" and not self.expect_100_continue
-                and (self.cycle is None or self.cycle.response_complete)
-                and not self.flow.write_paused and not parser.should_upgrade()
+                and not parser.should_upgrade() and self._free())
+
+    def _free(self) -> bool:
+        """No response open on this connection, its writes flow, and the server is within its
+        concurrency limit: the lane may take a request."""
+        limit = self.limit_concurrency
+        return ((self.cycle is None or self.cycle.response_complete) and not self.flow.write_paused
                 and (limit is None or (len(self.connections) < limit and len(self.tasks) < limit)))
 
     def on_body(self, body: bytes) -> None:
@@ -172,14 +91,53 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
             return
         self._in_head = True
         assert self._lane is not None
-        task = self.loop.create_task(answer(self._lane, self, request))
+        self.spawn(answer(self._lane, self, request))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task that graceful shutdown waits for, as for the app's tasks."""
+        task = self.loop.create_task(work)
         task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)  # graceful shutdown waits for it, as for the app's tasks
+        self.tasks.add(task)
 
     def data_received(self, data: bytes) -> None:
+        if self._lane is not None and self._answer_directly(data):
+            return
         super().data_received(data)
         if self._fast is not None and not self.transport.is_closing():
             self._hand_over(self._fast)
+
+    def _answer_directly(self, data: bytes) -> bool:
+        """Hand `data` to service.direct if it is one complete, plain POST /predict and nothing
+        is half-read; False (and nothing changed) where it does not take it."""
+        lane = self._lane
+        if not (lane is not None and self._in_head and not self._head_bytes and self._free()
+                and not self.pipeline and not self.transport.is_closing()):
+            return False
+        head, serving = parse_head(data), lane.state.serving
+        request = None if head is None else lane.admit(self._scope_of(head.headers), head.headers,
+                                                       head.keep_alive)
+        inputs = None if request is None or head is None else read_inputs(request.media, head.body)
+        ready = None if inputs is None or serving is None else prepare(serving, inputs, lane)
+        if ready is None or request is None or serving is None:
+            return False
+        self._unset_keepalive_if_required()  # as uvicorn does on data
+        self._end_head()  # no head timer: the request came whole
+        self._in_head = True  # what comes next is the next request's head
+        self._keep_open_for_pipelined()
+        if request.keep_alive and self._balance is not None and self._balance.should_close():
+            request.keep_alive = False
+            self._closing = request
+        self.cycle = request  # type: ignore[assignment]
+        queue(lane, self, request, serving, ready, self.spawn)
+        return True
+
+    def _scope_of(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        """The ASGI scope uvicorn's on_message_begin would start (the app's error handlers and
+        request ids read it); `Lane.admit` adds the method and path."""
+        return {"type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1", "server": self.server, "client": self.client,
+                "scheme": self.scheme, "root_path": self.root_path, "headers": headers,
+                "state": self.app_state.copy()}
 
     def _hand_over(self, request: FastRequest) -> None:
         """The body did not come with the head: uvicorn and the app take the request (and apply

@@ -59,19 +59,23 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-def timing_headers(result: JobResult) -> dict[str, str]:
+def timing_headers(result: JobResult) -> list[tuple[bytes, bytes]]:
     """Per-phase timings of a /predict answer (as text-embeddings-inference's x-*-time)."""
-    return {"x-queue-time": f"{result.queue_seconds * 1000:.3f}",
-            "x-inference-time": f"{result.inference_seconds * 1000:.3f}",
-            "x-batch-size": str(result.batch_size)}
+    return [(b"x-queue-time", b"%.3f" % (result.queue_seconds * 1000)),
+            (b"x-inference-time", b"%.3f" % (result.inference_seconds * 1000)),
+            (b"x-batch-size", b"%d" % result.batch_size)]
+
+
+def timing_header_map(result: JobResult) -> dict[str, str]:
+    """`timing_headers` for a starlette Response."""
+    return {name.decode(): value.decode() for name, value in timing_headers(result)}
 
 
 def predict_reply(body: object, result: JobResult) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """/predict's 200 as raw bytes: the JSON payload and its headers (both fast paths)."""
     payload = orjson.dumps(body)
     return payload, [(b"content-type", b"application/json"),
-                     (b"content-length", str(len(payload)).encode()),
-                     *((k.encode(), v.encode()) for k, v in timing_headers(result).items())]
+                     (b"content-length", b"%d" % len(payload)), *timing_headers(result)]
 
 
 async def classify(state: ServiceState, kind: str,
@@ -103,7 +107,7 @@ async def predict(request: Request) -> Response:
     state: ServiceState = request.app.state.textclf
     body, result = await classify(state, media_type(request.headers.get("content-type", "")),
                                   lambda: read_body(request, state.settings))
-    return JSONResponse(body, headers=timing_headers(result))
+    return JSONResponse(body, headers=timing_header_map(result))
 
 
 def _words_reply(serving: Serving, req: WordsRequest) -> JSONResponse:
@@ -136,7 +140,7 @@ async def embed(request: Request, state: StateDep, serving: ServingDep) -> Respo
         encoded = await prepare(serving, as_list(req.inputs), truncate=req.truncate,
                                 settings=state.settings, metrics=state.metrics)
     result = await serving.batcher.submit(encoded)
-    return JSONResponse(feature_vectors(result, req.normalize), headers=timing_headers(result))
+    return JSONResponse(feature_vectors(result, req.normalize), headers=timing_header_map(result))
 
 
 @router.post("/tokenize", response_model=list[list[TokenInfo]], tags=["inference"],

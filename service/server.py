@@ -17,8 +17,9 @@ import torch
 import uvicorn
 
 from service.config import Settings
+from service.httpbase import MAX_HEAD_BYTES
 from service.logs import configure_logging, log_config
-from service.protocol import MAX_HEAD_BYTES, ServiceHttpProtocol
+from service.protocol import ServiceHttpProtocol
 from service.state import service_state
 
 log = logging.getLogger("textclf.server")

@@ -82,6 +82,16 @@ class Serving:
     users: int = 0  # requests holding this model (ServiceState.use)
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when users drops to 0
 
+    def hold(self) -> None:
+        """A request starts using this model (`release` when it ends)."""
+        self.users += 1
+        self.idle.clear()
+
+    def release(self) -> None:
+        self.users -= 1
+        if not self.users:
+            self.idle.set()
+
     async def retire(self, timeout_s: float) -> None:
         """After a swap: wait (at most `timeout_s`) for the requests still using it, then close."""
         if self.users:
@@ -178,14 +188,11 @@ class ServiceState:
     def use(self) -> Iterator[Serving]:
         """The model for one request, held until the request ends (a reload waits for it)."""
         serving = self.require_serving()
-        serving.users += 1
-        serving.idle.clear()
+        serving.hold()
         try:
             yield serving
         finally:
-            serving.users -= 1
-            if not serving.users:
-                serving.idle.set()
+            serving.release()
 
     def require_serving(self) -> Serving:
         if self.serving is None:

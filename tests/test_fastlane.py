@@ -22,7 +22,6 @@ from threaded_server import ThreadedServer
 
 import service.protocol
 from service.config import Settings
-from service.errors import overloaded
 
 pytestmark = pytest.mark.integration
 VARYING = {"date", "x-request-id", "x-queue-time", "x-inference-time"}
@@ -41,15 +40,22 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, Thr
 
 @pytest.fixture
 def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Paths of the requests the lane answered during the test."""
+    """Which part of the lane took each request of the test: "direct" (service.direct, a whole
+    plain request it can answer) or "task" (service.fastlane's `answer`, the rest)."""
     calls: list[str] = []
-    real = service.protocol.answer
+    real_answer, real_queue = service.protocol.answer, service.protocol.queue
 
     async def counting(lane, writer, request):  # noqa: ANN001, ANN202
-        calls.append(request.scope["path"])
-        await real(lane, writer, request)
+        assert request.scope["path"] == "/predict"
+        calls.append("task")
+        await real_answer(lane, writer, request)
+
+    def queued(*args):  # noqa: ANN002, ANN202
+        calls.append("direct")
+        real_queue(*args)
 
     monkeypatch.setattr(service.protocol, "answer", counting)
+    monkeypatch.setattr(service.protocol, "queue", queued)
     return calls
 
 
@@ -66,6 +72,7 @@ CASES = {
     "json with charset": request(json.dumps({"inputs": TEXT}), "application/json; charset=utf-8"),
     "truncated": request(json.dumps({"inputs": "word " * 40, "truncate": True})),
     "too many tokens": request(json.dumps({"inputs": "word " * 40})),
+    "too many tokens, not truncated": request(json.dumps({"inputs": "word " * 40, "truncate": False})),
     "empty text": request(json.dumps({"inputs": " "})),
     "wrong type": request(json.dumps({"inputs": 5})),
     "unknown field": request(json.dumps({"inputs": TEXT, "colour": "red"})),
@@ -74,14 +81,19 @@ CASES = {
     "wrong media type": request(json.dumps({"inputs": TEXT}), "application/xml"),
     "client closes": request(json.dumps({"inputs": TEXT}), extra="X-API-Key: k3y\r\nConnection: close\r\n"),
     "client id": request(json.dumps({"inputs": TEXT}), extra="X-API-Key: k3y\r\nX-Request-Id: abc-1\r\n"),
+    "a header service.direct leaves": request(json.dumps({"inputs": TEXT}),
+                                              extra="X-API-Key: k3y\r\nX-Note: caf\xe9\r\n"),
 }
+# what service.direct answers itself; the lane's task answers the rest (errors: the app's handlers)
+DIRECT = {"one text", "a list, top_k, raw scores", "plain text", "json with charset", "truncated",
+          "too many tokens", "client closes", "client id"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_lane_answers_as_the_app_does(servers: dict[bool, ThreadedServer], case: str,
                                           lane_calls: list[str]) -> None:
     fast = exchange(servers[True].port, CASES[case])[0]
-    assert lane_calls == ["/predict"]  # the lane answered it (the request qualifies)
+    assert lane_calls == ["direct" if case in DIRECT else "task"]  # the lane answered it
     slow = exchange(servers[False].port, CASES[case])[0]
     assert len(lane_calls) == 1  # and the other server has no lane
     assert stable(fast) == stable(slow)
@@ -116,7 +128,7 @@ def test_a_body_after_the_head_is_handed_to_the_app(servers: dict[bool, Threaded
     head, body = raw[: -20], raw[-20:]
     split = exchange(servers[True].port, head, body, pause_s=0.2)[0]
     whole = exchange(servers[True].port, raw)[0]
-    assert lane_calls == ["/predict"]  # only the request that came in one read
+    assert lane_calls == ["direct"]  # only the request that came in one read
     assert stable(split) == stable(whole)
 
 
@@ -128,17 +140,16 @@ def test_pipelined_requests_are_answered_in_order(servers: dict[bool, ThreadedSe
     one_by_one = [exchange(servers[False].port, raw)[0] for raw in raws]
     assert [stable(r)[:3] for r in replies] == [stable(r)[:3] for r in one_by_one]
     assert [r[0] for r in replies] == [200, 400, 200, 200]
-    assert lane_calls  # the first at least; those behind it wait in uvicorn's pipeline
+    assert lane_calls[0] == "task"  # the first at least; those behind it wait in uvicorn's pipeline
 
 
 def test_a_full_queue_refuses_as_the_app_does(servers: dict[bool, ThreadedServer],
                                               monkeypatch: pytest.MonkeyPatch,
                                               lane_calls: list[str]) -> None:
     for server in servers.values():
-        batcher = server.app.state.textclf.serving.batcher
-        monkeypatch.setattr(batcher, "check_room", lambda: (_ for _ in ()).throw(overloaded()))
+        monkeypatch.setattr(server.app.state.textclf.serving.batcher, "max_queue_size", 0)
     fast, slow = (exchange(servers[on].port, CASES["one text"])[0] for on in (True, False))
-    assert lane_calls == ["/predict"]
+    assert lane_calls == ["task"]  # service.direct leaves it: no room
     assert stable(fast) == stable(slow)
     assert fast[0] == 429 and fast[1]["retry-after"] == "1"
 

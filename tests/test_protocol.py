@@ -21,6 +21,7 @@ from conftest import read_until_closed, sample
 from prometheus_client import CollectorRegistry
 from threaded_server import ThreadedServer
 
+import service.httpbase
 import service.protocol
 import service.server
 from service.config import Settings
@@ -32,7 +33,7 @@ def threaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServe
 
     model = build_artifact(tmp_path_factory.mktemp("threaded") / "model")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(service.protocol, "HEAD_TIMEOUT_S", 1.0)
+        patch.setattr(service.httpbase, "HEAD_TIMEOUT_S", 1.0)
         settings = Settings(model_dir=model, device="cpu", body_timeout_s=BODY_TIMEOUT_S)
         with ThreadedServer(settings, CollectorRegistry()) as server:
             yield server
