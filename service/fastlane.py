@@ -4,7 +4,9 @@ Per request uvicorn builds an ASGI scope, a RequestResponseCycle with its receiv
 coroutines and a task, and the app wraps `send` again; at 64 connections that cost more CPU
 than tokenizing and batching together. Here `service.protocol` hands a POST /predict whose head
 and body arrived in the same read to `answer`: one plain task runs the route's own core
-(`service.routes.classify`) and writes the response bytes itself.
+(`service.routes.classify`) and writes the response bytes itself. (A whole, plain request goes
+to service.direct before that, without a task; the lane then answers the rest, every error
+among them, with the app's handlers. The two share `write_answer` and `answer_error`.)
 
 Everything else goes to uvicorn and the app exactly as before: another path or method, a body
 still on its way (chunked, large, slow: then the app's size limit and body timeout apply),

@@ -16,17 +16,19 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from service.balance import ConnectionBalance
 from service.burst import burst_for
-from service.direct import parse_head, prepare, queue, read_inputs
+from service.direct import Ready, parse_head, prepare, queue, read_inputs
 from service.fastlane import PATH, FastRequest, answer, find_lane, response_head
 from service.httpbase import LimitedHttpToolsProtocol
-from service.state import service_state
+from service.state import Serving, service_state
 
 
 class ServiceHttpProtocol(LimitedHttpToolsProtocol):
-    """LimitedHttpToolsProtocol that hands a POST /predict whose head and body come in one read
-    to service.fastlane (see there for which requests qualify); it stands in for uvicorn's
-    cycle meanwhile (`self.cycle`), so pipelining, shutdown and disconnects work as before.
-    The lane's responses go out in one burst per loop iteration (service.burst)."""
+    """LimitedHttpToolsProtocol that answers a POST /predict whose head and body come in one
+    read itself: service.direct takes a plain one whole, before httptools sees it, and
+    service.fastlane the others it can (see there for which requests qualify). Its request
+    stands in for uvicorn's cycle meanwhile (`self.cycle`), so pipelining, shutdown and
+    disconnects work as before. The lane's responses go out in one burst per loop iteration
+    (service.burst)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -100,26 +102,36 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         self.tasks.add(task)
 
     def data_received(self, data: bytes) -> None:
-        if self._lane is not None and self._answer_directly(data):
+        whole = self._whole_request(data)
+        if whole is not None:
+            self._queue_direct(*whole)
             return
         super().data_received(data)
         if self._fast is not None and not self.transport.is_closing():
             self._hand_over(self._fast)
 
-    def _answer_directly(self, data: bytes) -> bool:
-        """Hand `data` to service.direct if it is one complete, plain POST /predict and nothing
-        is half-read; False (and nothing changed) where it does not take it."""
+    def _whole_request(self, data: bytes) -> tuple[FastRequest, Serving, Ready] | None:
+        """`data` read by service.direct, if it is one complete, plain POST /predict that the
+        module can answer and nothing is half-read on this connection; else None, and nothing
+        has changed."""
         lane = self._lane
-        if not (lane is not None and self._in_head and not self._head_bytes and self._free()
-                and not self.pipeline and not self.transport.is_closing()):
-            return False
-        head, serving = parse_head(data), lane.state.serving
-        request = None if head is None else lane.admit(self._scope_of(head.headers), head.headers,
-                                                       head.keep_alive)
-        inputs = None if request is None or head is None else read_inputs(request.media, head.body)
-        ready = None if inputs is None or serving is None else prepare(serving, inputs, lane)
-        if ready is None or request is None or serving is None:
-            return False
+        if (lane is None or not self._in_head or self._head_bytes or not self._free()
+                or self.pipeline or self.transport.is_closing()):
+            return None
+        head = parse_head(data)
+        if head is None:
+            return None
+        request = lane.admit(self._scope_of(head.headers), head.headers, head.keep_alive)
+        serving = lane.state.serving
+        inputs = None if request is None else read_inputs(request.media, head.body)
+        if request is None or serving is None or inputs is None:
+            return None
+        ready = prepare(serving, inputs, lane)
+        return None if ready is None else (request, serving, ready)
+
+    def _queue_direct(self, request: FastRequest, serving: Serving, ready: Ready) -> None:
+        """What uvicorn and the lane do for a request, from its first byte to its queueing."""
+        assert self._lane is not None
         self._unset_keepalive_if_required()  # as uvicorn does on data
         self._end_head()  # no head timer: the request came whole
         self._in_head = True  # what comes next is the next request's head
@@ -128,8 +140,7 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
             request.keep_alive = False
             self._closing = request
         self.cycle = request  # type: ignore[assignment]
-        queue(lane, self, request, serving, ready, self.spawn)
-        return True
+        queue(self._lane, self, request, serving, ready, self.spawn)
 
     def _scope_of(self, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
         """The ASGI scope uvicorn's on_message_begin would start (the app's error handlers and
