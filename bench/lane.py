@@ -3,13 +3,13 @@
     python -m bench.lane [--model-dir artifacts/default] [--dtype bfloat16] [--connections 64]
                          [--requests 20000] [--repeat 3] [--no-model] [--inference-thread auto]
 
-This is the path that answers /predict in production (service.protocol parses the request and
-hands it to service.fastlane: JSON, tokenizing, batching, the model, the response bytes), driven
-through in-memory connections instead of TCP: `--connections` clients each send one request,
-wait for its response and send the next (as wrk does). It reports CPU microseconds per request
-(the whole process, and the event loop thread alone) and requests/s. Without the kernel's
-loopback TCP and a load generator on the same cores, the figure is steadier than a wrk run on a
-shared machine, so it is the one to compare code changes with.
+This is the path that answers /predict in production (service.protocol hands the request to
+service.direct, or to service.fastlane: JSON, tokenizing, batching, the model, the response
+bytes), driven through in-memory connections instead of TCP: `--connections` clients each send
+one request, wait for its response and send the next (as wrk does). It reports CPU microseconds
+per request (the whole process, and the event loop thread alone) and requests/s. Without the
+kernel's loopback TCP and a load generator on the same cores, the figure is steadier than a wrk
+run on a shared machine, so it is the one to compare code changes with.
 
 `--no-model` replaces the forward pass by fixed outputs of the same shapes: the figure is then
 the request path alone, and the difference to a run with the model is the model's share.
