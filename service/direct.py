@@ -36,7 +36,7 @@ from service.inference import check_texts, fit_to_limit, label_scores, record_to
 from service.routes import predict_reply
 from service.state import Serving
 
-log = logging.getLogger("textclf.inference")
+log = logging.getLogger("textclf.inference")  # where the route logs inputs too
 REQUEST_LINE = b"POST /predict HTTP/1.1\r\n"
 # header lines, each ending in CRLF; what httptools would refuse (or might read otherwise:
 # obs-fold, bytes over 0x7e, space before the colon) does not match and goes to it instead
@@ -63,10 +63,10 @@ def parse_head(data: bytes) -> Head | None:
     if not data.startswith(REQUEST_LINE):
         return None
     end = data.find(b"\r\n\r\n", len(REQUEST_LINE) - 2)
-    if end < 0 or not HEADER_LINES.fullmatch(data, len(REQUEST_LINE), end + 2):
-        return None
+    if end < len(REQUEST_LINE) or not HEADER_LINES.fullmatch(data, len(REQUEST_LINE), end + 2):
+        return None  # the head does not end here, or has no headers (so no Content-Length)
     headers, keep_alive, length = [], True, None
-    for line in data[len(REQUEST_LINE):end].split(b"\r\n") if end >= len(REQUEST_LINE) else ():
+    for line in data[len(REQUEST_LINE):end].split(b"\r\n"):
         name, _, value = line.partition(b":")
         name, value = name.lower(), value.lstrip(b" \t")  # httptools keeps trailing space
         if name == b"content-length":

@@ -130,7 +130,9 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         return None if ready is None else (request, serving, ready)
 
     def _queue_direct(self, request: FastRequest, serving: Serving, ready: Ready) -> None:
-        """What uvicorn and the lane do for a request, from its first byte to its queueing."""
+        """What uvicorn and the lane do for a request, from its first byte to its queueing. No
+        task is made: uvicorn's limit_concurrency counts the connection, which holds one such
+        request at most."""
         assert self._lane is not None
         self._unset_keepalive_if_required()  # as uvicorn does on data
         self._end_head()  # no head timer: the request came whole
