@@ -19,7 +19,6 @@ that fails, leaves the bytes to service.fastlane and uvicorn as before (they ans
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Coroutine
@@ -32,20 +31,25 @@ from service.batcher import JobResult
 from service.body import JSON_TYPES
 from service.errors import ServiceError
 from service.fastlane import FastRequest, Lane, Writer, answer_error, give_up, write_answer
-from service.inference import check_texts, fit_to_limit, label_scores, record_tokens
+from service.inference import (
+    INLINE_TOKENIZE_CHARS,
+    check_texts,
+    fit_to_limit,
+    label_scores,
+    log_inputs,
+    record_tokens,
+)
 from service.routes import predict_reply
+from service.schemas import MAX_INPUTS, MAX_TOP_K, PredictRequest
 from service.state import Serving
 
-log = logging.getLogger("textclf.inference")  # where the route logs inputs too
 REQUEST_LINE = b"POST /predict HTTP/1.1\r\n"
 # header lines, each ending in CRLF; what httptools would refuse (or might read otherwise:
 # obs-fold, bytes over 0x7e, space before the colon) does not match and goes to it instead
 HEADER_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
 LEFT_TO_HTTPTOOLS = (b"transfer-encoding", b"expect", b"upgrade")
-FIELDS = frozenset(("inputs", "raw_scores", "truncate", "truncation_direction", "top_k"))
+FIELDS = frozenset(PredictRequest.model_fields)  # it forbids any other
 DIRECTIONS = {"right": False, "Right": False, "left": True, "Left": True}  # -> from the left
-MAX_TEXTS = 100_000  # PredictRequest's list limit
-INLINE_CHARS = 50_000  # service.inference.INLINE_TOKENIZE_CHARS: longer goes to a thread
 
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]  # runs a coroutine as the protocol's task
@@ -114,7 +118,7 @@ def read_inputs(media: str, body: bytes) -> Inputs | None:
         return None
     texts: Any = data.get("inputs")
     single = type(texts) is str
-    if not (single or (type(texts) is list and len(texts) <= MAX_TEXTS
+    if not (single or (type(texts) is list and len(texts) <= MAX_INPUTS
                        and all(type(t) is str for t in texts))):
         return None
     raw_scores, truncate = data.get("raw_scores", False), data.get("truncate", True)
@@ -122,7 +126,7 @@ def read_inputs(media: str, body: bytes) -> Inputs | None:
     left = DIRECTIONS.get(direction) if type(direction) is str else None
     top_k = data.get("top_k")
     if (type(raw_scores) is not bool or type(truncate) is not bool or left is None
-            or not (top_k is None or (type(top_k) is int and 1 <= top_k <= 10_000))):
+            or not (top_k is None or (type(top_k) is int and 1 <= top_k <= MAX_TOP_K))):
         return None
     return Inputs([texts] if single else texts, single, raw_scores, truncate, left, top_k)
 
@@ -143,8 +147,8 @@ def prepare(serving: Serving, inputs: Inputs, lane: Lane) -> Ready | None:
         check_texts(texts, settings)
     except ServiceError:
         return None
-    if sum(map(len, texts)) > INLINE_CHARS:
-        return None
+    if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:
+        return None  # the route tokenizes it on a thread
     tick = time.perf_counter()
     try:
         encoded = fit_to_limit([predictor.encode(t) for t in texts], predictor.max_tokens,
@@ -159,8 +163,7 @@ def queue(lane: Lane, writer: Writer, request: FastRequest, serving: Serving, re
           spawn: Spawn) -> None:
     """Queue a prepared request; its response is written when its pass ends."""
     state = lane.state
-    if state.settings.log_inputs:
-        log.info("inputs: %r", ready.inputs.texts)
+    log_inputs(ready.inputs.texts, state.settings)
     record_tokens(state.metrics, ready.encoded, ready.tokenize_seconds)
     serving.hold()
     serving.batcher.enqueue(ready.encoded, DirectReply(lane, writer, request, serving,

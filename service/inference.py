@@ -79,9 +79,14 @@ async def prepare(serving: Serving, texts: list[str], *, truncate: bool, setting
     """Check limits and tokenize: everything before the model, done while the request still
     counts as `arriving` for the batcher."""
     check_texts(texts, settings)
+    log_inputs(texts, settings)
+    return await encode_texts(serving, texts, metrics, truncate, left)
+
+
+def log_inputs(texts: list[str], settings: Settings) -> None:
+    """Request text goes to the log only when TEXTCLF_LOG_INPUTS asks for it (privacy)."""
     if settings.log_inputs:
         log.info("inputs: %r", texts)
-    return await encode_texts(serving, texts, metrics, truncate, left)
 
 
 def label_scores(serving: Serving, result: JobResult, single: bool, *, raw_scores: bool,

@@ -44,7 +44,7 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
     def on_headers_complete(self) -> None:
         keep_alive = self.parser.should_keep_alive()
         self._keep_open_for_pipelined()
-        rebalance = keep_alive and self._balance is not None and self._balance.should_close()
+        rebalance = self._rebalance(keep_alive)
         if self._lane is not None and self._qualifies():
             request = self._lane.admit(self.scope, self.headers, keep_alive and not rebalance)
             if request is not None:
@@ -56,6 +56,10 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         if rebalance and isinstance(self.cycle, RequestResponseCycle):
             self.cycle.keep_alive = False  # uvicorn then sends `connection: close` and closes
             self._closing = self.cycle
+
+    def _rebalance(self, keep_alive: bool) -> bool:
+        """Whether service.balance has this kept-alive request's connection closed after it."""
+        return keep_alive and self._balance is not None and self._balance.should_close()
 
     def _keep_open_for_pipelined(self) -> None:
         """A request pipelined behind one that service.balance told to close would be lost with
@@ -138,7 +142,7 @@ class ServiceHttpProtocol(LimitedHttpToolsProtocol):
         self._end_head()  # no head timer: the request came whole
         self._in_head = True  # what comes next is the next request's head
         self._keep_open_for_pipelined()
-        if request.keep_alive and self._balance is not None and self._balance.should_close():
+        if self._rebalance(request.keep_alive):
             request.keep_alive = False
             self._closing = request
         self.cycle = request  # type: ignore[assignment]

@@ -15,15 +15,17 @@ from pydantic import (
     WithJsonSchema,
 )
 
-Inputs = StrictStr | Annotated[list[StrictStr], Field(max_length=100_000)]
+MAX_INPUTS = 100_000  # texts in one request's list (TEXTCLF_MAX_CLIENT_BATCH is checked after)
+MAX_TOP_K = 10_000
+Inputs = StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_INPUTS)]
 
 # What /predict and /embed take. The schema documents what the handlers require (a text with a
 # non-space character, a list with at least one text); the handlers answer 400 `empty` for the
 # rest, so validation itself is unchanged.
 _TEXT_SCHEMA = {"type": "string", "minLength": 1, "pattern": r"\S"}
 Text = Annotated[StrictStr, WithJsonSchema(_TEXT_SCHEMA)]
-ClassifyInputs = Text | Annotated[list[StrictStr], Field(max_length=100_000), WithJsonSchema(
-    {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1, "maxItems": 100_000})]
+ClassifyInputs = Text | Annotated[list[StrictStr], Field(max_length=MAX_INPUTS), WithJsonSchema(
+    {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1, "maxItems": MAX_INPUTS})]
 
 
 class Strict(BaseModel):
@@ -36,7 +38,7 @@ class PredictRequest(Strict):
     truncate: StrictBool = Field(True, description="cut texts to the model's token limit; "
                                  "false: a longer text is refused with 422")
     truncation_direction: Annotated[str, Field(pattern="^(right|left|Right|Left)$")] = "right"
-    top_k: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = Field(
+    top_k: Annotated[StrictInt, Field(ge=1, le=MAX_TOP_K)] | None = Field(
         None, description="only the k best labels (default: all)")
 
 
